@@ -1,0 +1,27 @@
+"""Exceptions that u2seg raises on purpose: each carries a message meant for the user."""
+
+from __future__ import annotations
+
+
+class U2SegError(Exception):
+    """Base class: the message is one line a user can act on."""
+
+
+class WeightsError(U2SegError):
+    """Weights could not be found, fetched, verified or converted."""
+
+
+class WeightsUnavailableError(WeightsError):
+    """Weights are not cached and could not be fetched (offline, or the source failed)."""
+
+
+class ChecksumError(WeightsError):
+    """A file's sha256 does not match the expected value; the file is never used."""
+
+
+class FetchError(WeightsError):
+    """A download from a source failed (network, HTTP status, pip)."""
+
+
+class ImageReadError(U2SegError):
+    """An input could not be decoded as an image (corrupt, empty, unsupported)."""
