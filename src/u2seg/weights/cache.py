@@ -1,0 +1,99 @@
+"""The local weights cache: ``$U2SEG_HOME`` (default ``~/.cache/u2seg``).
+
+Layout::
+
+    $U2SEG_HOME/sources/<file>          the file as fetched (e.g. u2netp.onnx), checked by sha256
+    $U2SEG_HOME/weights/<name>/         model.safetensors + config.json, converted once
+
+A second run reads the converted folder and needs no network. A cached file whose checksum no
+longer matches is never used: it is fetched again, or reported when that is impossible.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ..errors import ChecksumError, FetchError, WeightsError, WeightsUnavailableError
+from .registry import PretrainedWeights, default_weights_for, get_weights
+
+__all__ = ["u2seg_home", "weights_dir", "is_offline", "fetch_weights", "resolve_pretrained"]
+
+log = logging.getLogger(__name__)
+
+
+def u2seg_home() -> Path:
+    return Path(os.environ.get("U2SEG_HOME") or Path.home() / ".cache" / "u2seg").expanduser()
+
+
+def weights_dir(name: str) -> Path:
+    return u2seg_home() / "weights" / name
+
+
+def is_offline() -> bool:
+    """``U2SEG_OFFLINE=1`` forbids any network access (only the cache is used)."""
+    return os.environ.get("U2SEG_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _cached(directory: Path) -> bool:
+    """True when a verified converted copy exists; a corrupt one is removed, not used."""
+    from .convert import CONFIG_FILE, WEIGHTS_FILE, read_weights
+
+    if not (directory / WEIGHTS_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
+        return False
+    try:
+        read_weights(directory)
+    except (ChecksumError, WeightsError, ValueError) as exc:
+        log.warning("%s; fetching again", exc)
+        (directory / CONFIG_FILE).unlink(missing_ok=True)
+        return False
+    return True
+
+
+def fetch_weights(name: str, *, offline: bool | None = None) -> Path:
+    """Return the cache folder of pretrained weights ``name``, fetching and converting if needed."""
+    from ..models import create_model
+    from .convert import load_weights_into, save_pretrained
+
+    entry: PretrainedWeights = get_weights(name)
+    target = weights_dir(name)
+    if _cached(target):
+        return target
+    offline = is_offline() if offline is None else offline
+    how = (f"pass a weights file with --weights PATH (.onnx, .pth or .safetensors), "
+           f"or run 'u2seg weights fetch {name}' where {entry.sources[0].describe()} can be reached")
+    if offline:
+        raise WeightsUnavailableError(f"pretrained weights {name!r} are not cached in {target} and "
+                                      f"U2SEG_OFFLINE is set; {how}")
+    failures = []
+    for source in entry.sources:
+        raw = u2seg_home() / "sources" / source.filename
+        try:
+            raw = source.fetch(raw)
+            break
+        except FetchError as exc:
+            failures.append(str(exc))
+    else:
+        raise WeightsUnavailableError(f"pretrained weights {name!r} are not cached in {target} and could "
+                                      f"not be fetched ({failures[-1]}); {how}")
+    model = create_model(entry.model, num_classes=entry.num_classes)
+    load_weights_into(model, raw)
+    save_pretrained(model, target, metadata=entry.metadata())
+    log.info("cached %s weights in %s", name, target)
+    return target
+
+
+def resolve_pretrained(model: str, pretrained: bool | str | Path) -> Path:
+    """Turn ``create_model``'s ``pretrained`` argument into a local path (fetching if needed)."""
+    if pretrained is True:
+        return fetch_weights(default_weights_for(model).name)
+    if isinstance(pretrained, (str, Path)):
+        path = Path(pretrained).expanduser()
+        if path.exists():
+            return path
+        try:  # a registry name is accepted too: create_model("u2netp", pretrained="u2netp")
+            return fetch_weights(get_weights(str(pretrained)).name)
+        except WeightsError:
+            raise WeightsError(f"{pretrained}: no such weights file or registered weights name") from None
+    raise TypeError(f"pretrained must be False, True or a path, not {type(pretrained).__name__}")

