@@ -8,10 +8,9 @@ ONNX files exported from the official model with BatchNorm folded into the convs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ChecksumError, WeightsError
+from ..fileio import write_bytes_atomic
 from .download import sha256_file
 
 __all__ = [
@@ -177,7 +177,7 @@ def _fill_from_fused_convs(model: nn.Module, convs: list[tuple[str, Any, Any]], 
         raise WeightsError(f"{source}: its {len(convs)} convs do not match the {len(modules)} convs of "
                            f"model {getattr(model, 'arch', type(model).__name__)!r}")
     bn_of = {}
-    for name, module in model.named_modules():  # REBNCONV pairs conv_s1 with bn_s1
+    for module in model.modules():  # REBNCONV pairs conv_s1 with bn_s1
         if hasattr(module, "conv_s1") and hasattr(module, "bn_s1"):
             bn_of[module.conv_s1] = module.bn_s1
     with torch.no_grad():
@@ -311,10 +311,10 @@ def load_model(path: str | Path, *, arch: str | None = None) -> nn.Module:
 def save_pretrained(model: nn.Module, directory: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (with the weights' sha256) into ``directory``.
 
-    Both files are written to temporary names and renamed, the config last, so a reader never sees
-    a config whose checksum describes a half-written weights file.
+    Both files are written atomically, the config last, so a reader never sees a config whose
+    checksum describes a half-written weights file.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -326,17 +326,9 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, metadata: dict[s
     }
     config.update(metadata or {})
     state_dict = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        save_file(state_dict, str(tmp), metadata={_CONFIG_METADATA_KEY: json.dumps(config)})
-        config["sha256"] = sha256_file(tmp)
-        os.replace(tmp, directory / WEIGHTS_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
-    from ..infer.image_io import write_bytes_atomic
-
+    data = safetensors_bytes(state_dict, metadata={_CONFIG_METADATA_KEY: json.dumps(config)})
+    config["sha256"] = hashlib.sha256(data).hexdigest()
+    write_bytes_atomic(data, directory / WEIGHTS_FILE)
     write_bytes_atomic((json.dumps(config, indent=2) + "\n").encode(), directory / CONFIG_FILE)
     return directory
 

@@ -1,0 +1,171 @@
+"""Command line: parses arguments and calls the library; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import U2SegError
+
+EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
+
+
+def _err(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"u2seg: {message}", file=sys.stderr)  # keeps a running progress bar intact
+
+
+# ------------------------------------------------------------------------------------- remove
+
+def _add_remove(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("remove", help="remove backgrounds (or write masks) of images",
+                       description="Remove the background of images. INPUT is files, folders "
+                                   "(searched recursively), globs, or '-' for stdin → stdout.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="output folder (created if needed)")
+    p.add_argument("--only-mask", "-om", action="store_true", help="write the 8-bit mask instead of a cutout")
+    p.add_argument("--bgcolor", "-bgc", nargs=4, type=int, metavar=("R", "G", "B", "A"),
+                   help="composite the cutout over this colour")
+    p.add_argument("--model", "-m", help="model name (default: what --weights describes, else u2netp)")
+    p.add_argument("--weights", "-w", type=Path, metavar="PATH",
+                   help="weights file or folder (.onnx, .pth, .safetensors, u2seg folder)")
+    p.add_argument("--size", type=int, metavar="N", help="network input size (default 320)")
+    p.add_argument("--format", choices=("png", "webp"), default="png", help="output format (default png)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    p.set_defaults(func=_cmd_remove)
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    from .infer import Predictor, encode_image, load_image, plan_outputs, remove_files, render
+    from .infer.postprocess import parse_color
+
+    if args.only_mask and args.bgcolor:
+        raise U2SegError("--bgcolor and --only-mask exclude each other")
+    if args.bgcolor:
+        parse_color(args.bgcolor)
+    stdin = "-" in args.inputs
+    if stdin and len(args.inputs) > 1:
+        raise U2SegError("'-' (stdin) cannot be combined with other inputs")
+    if not stdin and args.output is None:
+        raise U2SegError("give an output folder with -o OUTDIR (or use '-' to pipe one image)")
+
+    plan = None
+    if not stdin:
+        plan = plan_outputs(args.inputs, args.output, fmt=args.format, overwrite=args.overwrite)
+        if plan.conflicts:
+            for line in plan.conflicts:
+                _err(f"error: {line}")
+            _err("nothing was written: rename or separate the inputs above")
+            return EXIT_USAGE
+        for argument in plan.missing:
+            _err(f"error: {argument}: no such file, folder or match")
+        if plan.existing:
+            _err(f"skipping {len(plan.existing)} file(s) whose output exists, e.g. "
+                 f"{plan.existing[0].output} (use --overwrite to replace)")
+        if not plan.tasks:
+            return EXIT_FAILED_INPUTS if plan.missing else EXIT_OK
+
+    predictor = Predictor(args.model, weights=args.weights, size=args.size, device=args.device)
+    logging.getLogger(__name__).info("model %s on %s", predictor.model_name, predictor.backend.name)
+
+    if stdin:
+        image = load_image(sys.stdin.buffer.read(), name="<stdin>")
+        result = render(predictor, image, only_mask=args.only_mask, bgcolor=args.bgcolor)
+        sys.stdout.buffer.write(encode_image(result, args.format))
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+
+    report = remove_files(predictor, plan.tasks, only_mask=args.only_mask, bgcolor=args.bgcolor,
+                          fmt=args.format, on_error=lambda line: _err(f"error: {line}"))
+    failed = len(report.failed) + len(plan.missing)
+    _err(f"wrote {len(report.written)} file(s) to {args.output}" + (f"; {failed} failed" if failed else ""))
+    return EXIT_FAILED_INPUTS if failed else EXIT_OK
+
+
+# ------------------------------------------------------------------------------------ weights
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="list, fetch or convert pretrained weights")
+    wsub = p.add_subparsers(dest="weights_command", required=True, metavar="{list,fetch,convert}")
+    wsub.add_parser("list", help="registered weights and whether they are cached").set_defaults(func=_cmd_weights_list)
+    f = wsub.add_parser("fetch", help="download and convert weights into the cache")
+    f.add_argument("name")
+    f.set_defaults(func=_cmd_weights_fetch)
+    c = wsub.add_parser("convert", help="convert .pth / fused .onnx / checkpoints into a u2seg folder")
+    c.add_argument("input", type=Path)
+    c.add_argument("output", type=Path, help="folder to write model.safetensors + config.json into")
+    c.add_argument("--model", "-m", help="architecture (default: inferred from the weights)")
+    c.set_defaults(func=_cmd_weights_convert)
+
+
+def _cmd_weights_list(args: argparse.Namespace) -> int:
+    from .weights import list_weights, weights_dir
+
+    for w in list_weights():
+        cached = "cached" if (weights_dir(w.name) / "config.json").is_file() else "not cached"
+        print(f"{w.name:10} model={w.model:8} {cached:11} licence: {w.license}\n"
+              f"{'':10} {w.description}\n{'':10} source: {w.sources[0].describe()}")
+    return EXIT_OK
+
+
+def _cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from .weights import fetch_weights
+
+    print(fetch_weights(args.name))
+    return EXIT_OK
+
+
+def _cmd_weights_convert(args: argparse.Namespace) -> int:
+    from .weights import convert_file
+
+    out = convert_file(args.input, args.output, arch=args.model)
+    print(out)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------- models
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("models", help="list the model architectures").set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import list_models, model_description
+
+    for name in list_models():
+        print(f"{name:8} {model_description(name)}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="u2seg", description="U²-Net segmentation and background removal")
+    parser.add_argument("--version", action="version", version=f"u2seg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="say more (model, backend, cache)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_remove(sub)
+    _add_weights(sub)
+    _add_models(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="u2seg: %(message)s")
+    try:
+        return args.func(args)
+    except U2SegError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except ValueError as exc:  # bad option values reach us as ValueError from the library
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130

@@ -1,0 +1,86 @@
+"""Finding input images and planning where their outputs go, before any work starts.
+
+Rules: a file named on the command line writes ``OUTDIR/<stem>.<ext>``; a folder is searched
+recursively and keeps its sub-folder structure under OUTDIR; a glob behaves like the files it
+matches. Two inputs that would write the same output, or an output that would land on an input,
+are reported, never overwritten.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .image_io import IMAGE_EXTENSIONS
+
+__all__ = ["Task", "Plan", "plan_outputs"]
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class Task:
+    source: Path
+    output: Path
+
+
+@dataclass
+class Plan:
+    tasks: list[Task]
+    missing: list[str]  # arguments that named nothing
+    conflicts: list[str]  # one line each: inputs that would share an output or hit an input
+    existing: list[Task]  # outputs already present (skipped unless overwriting)
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _expand(argument: str) -> list[tuple[Path, Path]] | None:
+    """``(source, output path relative to OUTDIR without suffix)`` pairs, or None if nothing."""
+    path = Path(argument)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p))
+        return [(p, p.relative_to(path).with_suffix("")) for p in files]
+    if path.is_file():
+        return [(path, Path(path.stem))]
+    if _GLOB_CHARS & set(argument):
+        matches = sorted(Path(p) for p in glob.glob(argument, recursive=True))
+        files = [p for p in matches if p.is_file()]
+        return [(p, Path(p.stem)) for p in files] or None
+    return None
+
+
+def plan_outputs(inputs: Sequence[str], outdir: Path, *, fmt: str = "png",
+                 overwrite: bool = False) -> Plan:
+    pairs: list[tuple[Path, Path]] = []
+    missing: list[str] = []
+    for argument in inputs:
+        found = _expand(argument)
+        if found is None:
+            missing.append(argument)
+        else:
+            pairs.extend(found)
+    # The same file named twice (a folder and a glob inside it) is one task, not a conflict.
+    unique: dict[Path, tuple[Path, Path]] = {}
+    for source, rel in pairs:
+        unique.setdefault(source.resolve(), (source, rel))
+
+    by_output: dict[Path, list[Path]] = defaultdict(list)
+    for source, rel in unique.values():
+        by_output[outdir / rel.with_name(f"{rel.name}.{fmt}")].append(source)
+    input_paths = set(unique)
+    tasks, conflicts, existing = [], [], []
+    for output, sources in by_output.items():
+        if len(sources) > 1:
+            conflicts.append(f"{', '.join(map(str, sources))} would all write {output}")
+        elif output.resolve() in input_paths:
+            conflicts.append(f"{sources[0]}: its output {output} is an input; choose another -o folder")
+        elif output.exists() and not overwrite:
+            existing.append(Task(sources[0], output))
+        else:
+            tasks.append(Task(sources[0], output))
+    return Plan(tasks, missing, conflicts, existing)

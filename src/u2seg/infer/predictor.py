@@ -1,0 +1,161 @@
+"""One Predictor for the CLI, the server and the GUI: image in, foreground probability out.
+
+The default pipeline is the one the official test script and rembg share, so masks agree with
+rembg's on the same weights: resize to 320x320 with Lanczos, divide by the image's max, ImageNet
+mean/std, fused output d0, min-max normalisation, Lanczos resize back to the original size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+from PIL import Image
+from torch import nn
+
+from .backends import Backend, TorchBackend
+from .image_io import load_image
+from .postprocess import make_cutout, probability_to_mask
+
+__all__ = ["Preprocessing", "Predictor", "ImageInput"]
+
+ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
+InputNorm = Literal["max", "unit"]
+OutputNorm = Literal["minmax", "none"]
+
+_RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR,
+             "bicubic": Image.Resampling.BICUBIC}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the network's input. ``input_norm``: ``max`` divides by the image's
+    maximum (official, rembg); ``unit`` divides by 255."""
+
+    size: tuple[int, int] = (320, 320)  # (width, height)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    input_norm: InputNorm = "max"
+    resample: str = "lanczos"
+
+    def __post_init__(self) -> None:
+        if self.input_norm not in ("max", "unit"):
+            raise ValueError(f"input_norm must be 'max' or 'unit', not {self.input_norm!r}")
+        if self.resample not in _RESAMPLE:
+            raise ValueError(f"resample must be one of {', '.join(_RESAMPLE)}, not {self.resample!r}")
+        if min(self.size) < 1:
+            raise ValueError(f"size must be positive, got {self.size}")
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """RGB image → float32 ``3×H×W``."""
+        resized = image.convert("RGB").resize(self.size, _RESAMPLE[self.resample])
+        x = np.asarray(resized, dtype=np.float32)
+        scale = float(x.max()) if self.input_norm == "max" else 255.0
+        if scale > 0:  # an all-black image stays zero instead of becoming NaN
+            x /= scale
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return x.transpose(2, 0, 1)
+
+
+def _as_size(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    w, h = size
+    return (int(w), int(h))
+
+
+class Predictor:
+    """Foreground probability maps from a segmentation model.
+
+    Args:
+        model: a registry name (``"u2netp"``, ``"u2net"``), a ``torch.nn.Module``, or None (the
+            architecture that ``weights`` describes, else ``u2netp``).
+        weights: a weights file or folder; None loads the registry's pretrained default.
+        size: network input size (int or (width, height)); default from the weights (320).
+        input_norm: ``"max"`` (divide by the image's max) or ``"unit"`` (divide by 255).
+        output_norm: ``"minmax"`` stretches each map to [0, 1] (official, rembg); ``"none"``.
+        threshold: if set, maps are binarised at this probability.
+        device: torch device; default CUDA when available.
+        backend: run the network with this backend instead of building a torch one.
+    """
+
+    def __init__(self, model: str | nn.Module | None = None, *, weights: str | Path | None = None,
+                 size: int | Sequence[int] | None = None, input_norm: InputNorm = "max",
+                 output_norm: OutputNorm = "minmax", threshold: float | None = None,
+                 resample: str = "lanczos", device: str | None = None,
+                 backend: Backend | None = None) -> None:
+        if output_norm not in ("minmax", "none"):
+            raise ValueError(f"output_norm must be 'minmax' or 'none', not {output_norm!r}")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+        config: dict = {}
+        if backend is None:
+            network = self._load_network(model, weights)
+            config = dict(getattr(network, "weights_config", {}) or {})
+            backend = TorchBackend(network, device=device)
+        self.backend = backend
+        self.model_name = getattr(getattr(backend, "model", None), "arch", None) or (model if isinstance(model, str) else None)
+        default_size = tuple(config.get("input_size", (320, 320)))
+        self.preprocessing = Preprocessing(
+            size=_as_size(size) if size is not None else _as_size(default_size),
+            mean=tuple(config.get("mean", Preprocessing.mean)),
+            std=tuple(config.get("std", Preprocessing.std)),
+            input_norm=input_norm, resample=resample)
+        self.output_norm = output_norm
+        self.threshold = threshold
+
+    @staticmethod
+    def _load_network(model: str | nn.Module | None, weights: str | Path | None) -> nn.Module:
+        from ..weights import load_model, load_weights_into, resolve_pretrained
+
+        if isinstance(model, nn.Module):
+            if weights is not None:
+                load_weights_into(model, weights)
+            return model
+        if weights is not None:
+            return load_model(Path(weights).expanduser(), arch=model)
+        name = model or "u2netp"
+        return load_model(resolve_pretrained(name, True), arch=name)
+
+    # ------------------------------------------------------------------ core
+    def predict(self, image: ImageInput) -> np.ndarray:
+        """Foreground probability, float32 ``H×W`` in [0, 1] at the image's original size."""
+        return self.predict_many([image])[0]
+
+    def predict_many(self, images: Iterable[ImageInput]) -> list[np.ndarray]:
+        """Like :meth:`predict` for several images, run through the network as one batch."""
+        loaded = [load_image(im) for im in images]
+        if not loaded:
+            return []
+        batch = np.stack([self.preprocessing(im) for im in loaded])
+        probs = self.backend.run(batch)
+        return [self.postprocess(p, im.size) for p, im in zip(probs, loaded)]
+
+    def postprocess(self, probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """``K×h×w`` network probabilities → foreground ``H×W`` at ``size`` (width, height)."""
+        fg = probs[0] if probs.shape[0] == 1 else 1.0 - probs[0]  # classes: all but background
+        fg = fg.astype(np.float32, copy=False)
+        if self.output_norm == "minmax":
+            lo, hi = float(fg.min()), float(fg.max())
+            if hi - lo > 1e-12:  # a constant map has no range to stretch: keep it as it is
+                fg = (fg - lo) / (hi - lo)
+        if fg.shape[::-1] != tuple(size):
+            resized = Image.fromarray(fg, mode="F").resize(size, _RESAMPLE[self.preprocessing.resample])
+            fg = np.asarray(resized, dtype=np.float32)
+        fg = np.clip(fg, 0.0, 1.0)  # Lanczos overshoots at edges
+        if self.threshold is not None:
+            fg = (fg >= self.threshold).astype(np.float32)
+        return fg
+
+    # ------------------------------------------------------------------ conveniences
+    def mask(self, image: ImageInput) -> Image.Image:
+        """8-bit mask (mode ``L``) the size of the image."""
+        return probability_to_mask(self.predict(image))
+
+    def cutout(self, image: ImageInput, *, bgcolor: Sequence[int] | None = None) -> Image.Image:
+        """RGBA cutout: the image with the mask as alpha, optionally over a background colour."""
+        picture = load_image(image)
+        return make_cutout(picture, probability_to_mask(self.predict(picture)), bgcolor=bgcolor)
