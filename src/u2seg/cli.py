@@ -37,12 +37,50 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, metavar="N", help="network input size (default 320)")
     p.add_argument("--format", choices=("png", "webp"), default="png", help="output format (default png)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
-    p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    _add_engine_options(p)
+    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per network call (default 1)")
+    p.add_argument("--workers", type=int, metavar="N", help="threads that decode and encode files (default: cores, max 4)")
     p.set_defaults(func=_cmd_remove)
 
 
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    from .infer.backends import BACKENDS, PRECISIONS
+    from .infer.resize import RESAMPLE_METHODS
+
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="inference engine (default auto: the fastest installed; -v says which)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default), bf16 (CPUs with bf16, CUDA) or int8 (calibrated, cached)")
+    p.add_argument("--threads", type=int, metavar="N", help="threads for the network (default: all cores)")
+    p.add_argument("--resample", choices=RESAMPLE_METHODS, default="lanczos",
+                   help="resize filter: lanczos (default, as rembg) or fast (OpenCV, see BENCHMARKS.md)")
+    p.add_argument("--calibration", type=Path, metavar="DIR", help="images to calibrate int8 on")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available)")
+
+
+def _predictor(args: argparse.Namespace):
+    from .infer import Predictor
+
+    calibration = None
+    if args.precision == "int8" and args.calibration is not None:
+        calibration = _calibration_inputs(args.calibration)
+    return Predictor(args.model, weights=args.weights, size=args.size, device=args.device,
+                     backend=args.backend, precision=args.precision, threads=args.threads,
+                     resample=args.resample, calibration=calibration)
+
+
+def _calibration_inputs(folder: Path):
+    from .export.quantize import calibration_inputs
+    from .infer import plan_outputs
+
+    images = [t.source for t in plan_outputs([str(folder)], Path("/nonexistent"), overwrite=True).tasks]
+    if not images:
+        raise U2SegError(f"{folder}: no images to calibrate int8 on")
+    return calibration_inputs(images)
+
+
 def _cmd_remove(args: argparse.Namespace) -> int:
-    from .infer import Predictor, encode_image, load_image, plan_outputs, remove_files, render
+    from .infer import encode_image, load_image, plan_outputs, remove_files, render
     from .infer.postprocess import parse_color
 
     if args.only_mask and args.bgcolor:
@@ -71,8 +109,9 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         if not plan.tasks:
             return EXIT_FAILED_INPUTS if plan.missing else EXIT_OK
 
-    predictor = Predictor(args.model, weights=args.weights, size=args.size, device=args.device)
-    logging.getLogger(__name__).info("model %s on %s", predictor.model_name, predictor.backend.name)
+    predictor = _predictor(args)
+    logging.getLogger(__name__).info("model %s on %s (%s)", predictor.model_name, predictor.backend.name,
+                                     predictor.backend.precision)
 
     if stdin:
         image = load_image(sys.stdin.buffer.read(), name="<stdin>")
@@ -82,7 +121,8 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     report = remove_files(predictor, plan.tasks, only_mask=args.only_mask, bgcolor=args.bgcolor,
-                          fmt=args.format, on_error=lambda line: _err(f"error: {line}"))
+                          fmt=args.format, batch_size=args.batch_size, workers=args.workers,
+                          on_error=lambda line: _err(f"error: {line}"))
     failed = len(report.failed) + len(plan.missing)
     _err(f"wrote {len(report.written)} file(s) to {args.output}" + (f"; {failed} failed" if failed else ""))
     return EXIT_FAILED_INPUTS if failed else EXIT_OK
@@ -129,6 +169,39 @@ def _cmd_weights_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------------------- export
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX, OpenVINO or TorchScript, verified",
+                       description="Export a model (pretrained default, --weights file or checkpoint) and "
+                                   "verify the export against PyTorch (fails above 1e-4 in fp32).")
+    p.add_argument("output", type=Path, help="file to write (.onnx, .xml for OpenVINO, .pt for TorchScript)")
+    p.add_argument("--format", choices=("onnx", "openvino", "torchscript"), default="onnx")
+    p.add_argument("--model", "-m", help="model name (default: what --weights describes, else u2netp)")
+    p.add_argument("--weights", "-w", type=Path, metavar="PATH", help="weights file, folder or checkpoint")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    p.add_argument("--calibration", type=Path, metavar="DIR", help="int8: images to calibrate on (default: sample photos)")
+    p.add_argument("--rembg", action="store_true", help="ONNX for rembg's u2net_custom session (7 sigmoid outputs)")
+    p.add_argument("--size", type=int, default=320, metavar="N", help="example input size (default 320)")
+    p.add_argument("--static", action="store_true", help="fixed batch and image size instead of dynamic axes")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+    from .weights import load_network
+
+    network = load_network(args.model, args.weights)
+    calibration = _calibration_inputs(args.calibration) if args.calibration else None
+    result = export_model(network, args.output, fmt=args.format, precision=args.precision, rembg=args.rembg,
+                          dynamic=not args.static, input_size=(args.size, args.size), calibration=calibration)
+    if result.max_abs_diff is not None:
+        print(f"verified against PyTorch: max |difference| {result.max_abs_diff:.2e} "
+              f"({'ok' if result.ok else 'FAILED'}, limit 1e-4)")
+    print(result.path)
+    return EXIT_OK if result.ok else EXIT_FAILED_INPUTS
+
+
 # ------------------------------------------------------------------------------------- models
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -150,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_remove(sub)
     _add_weights(sub)
+    _add_export(sub)
     _add_models(sub)
     return parser
 

@@ -1,22 +1,36 @@
-"""Inference backends: one small interface that the Predictor uses, whatever runs the network.
+"""Inference backends: one small interface, three engines (PyTorch, onnxruntime, OpenVINO).
 
 A backend takes a pre-processed float32 batch ``N×C×H×W`` and returns the fused output's
-probabilities ``N×K×H×W`` (K = 1 for binary models, the classes otherwise).
+probabilities ``N×K×H×W`` (K = 1 for binary models, the classes otherwise). The Predictor, CLI,
+server and GUI reach the network only through :func:`create_backend` and ``Backend.run``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Backend", "TorchBackend", "default_device"]
+from ..errors import U2SegError
+
+__all__ = ["Backend", "TorchBackend", "OnnxRuntimeBackend", "OpenVINOBackend", "create_backend",
+           "available_backends", "default_device", "BACKENDS", "PRECISIONS"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 class Backend(Protocol):
     name: str
+    precision: str
     num_classes: int
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
@@ -26,19 +40,147 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 class TorchBackend:
-    """Eager PyTorch on the CPU or CUDA; probabilities are sigmoid (binary) or softmax (classes)."""
+    """Eager PyTorch, channels-last; bf16 autocast on CPUs that have bf16 instructions, CUDA when present."""
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, *, device: str | torch.device | None = None) -> None:
+    def __init__(self, model: nn.Module, *, device: str | torch.device | None = None,
+                 precision: str = "fp32", threads: int | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
-        self.model = model.to(self.device).eval()
+        if precision == "int8":
+            raise U2SegError("the torch backend has no int8 mode; use --backend onnxruntime or openvino")
+        if precision == "bf16" and self.device.type == "cpu" and not torch.cpu._is_avx512_bf16_supported():
+            raise U2SegError("this CPU has no bf16 instructions (avx512_bf16); use --precision fp32")
+        if threads:
+            torch.set_num_threads(threads)
+        self.precision = precision
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.num_classes = int(getattr(model, "num_classes", 1))
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        fused = self.model(x)[0].float()
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            fused = self.model(x)[0].float()
         probs = torch.sigmoid(fused) if self.num_classes == 1 else torch.softmax(fused, dim=1)
         return probs.cpu().numpy()
+
+
+def _onnx_for(model: nn.Module, precision: str, calibration: Iterable[np.ndarray] | None) -> str:
+    """The cached ONNX file (fp32, or int8 calibrated) that the ONNX engines load."""
+    from ..export.cache import cached_export
+    from ..export.onnx import export_onnx
+
+    fp32 = cached_export(model, "fp32", lambda path: export_onnx(model, path))
+    if precision != "int8":
+        return str(fp32)
+    from ..export.quantize import default_calibration, quantize_onnx
+
+    return str(cached_export(model, "int8", lambda path: quantize_onnx(
+        fp32, path, calibration if calibration is not None else default_calibration())))
+
+
+class OnnxRuntimeBackend:
+    """onnxruntime on the CPU (or CUDA with onnxruntime-gpu); fp32 or int8 (static QDQ)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model: nn.Module, *, precision: str = "fp32", threads: int | None = None,
+                 calibration: Iterable[np.ndarray] | None = None) -> None:
+        if precision == "bf16":
+            raise U2SegError("onnxruntime has no bf16 kernels on the CPU; use --backend openvino or torch for bf16")
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(_onnx_for(model, precision, calibration), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.precision = precision
+        self.num_classes = int(getattr(model, "num_classes", 1))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+class OpenVINOBackend:
+    """OpenVINO on the CPU: fp32, bf16 (inference precision hint) or int8 (the quantized ONNX)."""
+
+    name = "openvino"
+
+    def __init__(self, model: nn.Module, *, precision: str = "fp32", threads: int | None = None,
+                 calibration: Iterable[np.ndarray] | None = None) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise U2SegError("OpenVINO reports no bf16 support on this CPU; use --precision fp32")
+        config = {"PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        network = core.read_model(_onnx_for(model, precision, calibration))
+        self.compiled = core.compile_model(network, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.precision = precision
+        self.num_classes = int(getattr(model, "num_classes", 1))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        # One request object: results must be copied out before the next call reuses its buffers.
+        result = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.array(result[self.compiled.output(0)], copy=True)
+
+
+_ENGINES: dict[str, tuple[str, Callable[..., Backend]]] = {
+    "torch": ("torch", TorchBackend),
+    "onnxruntime": ("onnxruntime", OnnxRuntimeBackend),
+    "openvino": ("openvino", OpenVINOBackend),
+}
+# Which engine "auto" takes on a CPU, fastest first (see BENCHMARKS.md for the measurements).
+_AUTO_ORDER = {"fp32": ("openvino", "onnxruntime", "torch"),
+               "bf16": ("openvino", "torch"),
+               "int8": ("openvino", "onnxruntime")}
+
+
+def available_backends() -> list[str]:
+    return [name for name, (module, _) in _ENGINES.items() if _installed(module)]
+
+
+def create_backend(model: nn.Module, *, backend: str = "auto", precision: str = "fp32",
+                   device: str | None = None, threads: int | None = None,
+                   calibration: Iterable[np.ndarray] | None = None) -> Backend:
+    """Build the backend that runs ``model``; ``auto`` picks the fastest one installed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    on_cuda = (device or str(default_device())).startswith("cuda")
+    if backend == "auto":
+        if on_cuda and precision != "int8":
+            backend = "torch"
+        else:
+            installed = available_backends()
+            choices = [b for b in _AUTO_ORDER[precision] if b in installed]
+            if not choices:
+                raise U2SegError(f"no installed backend runs {precision}; install openvino (pip install openvino)")
+            backend = choices[0]
+    module, engine = _ENGINES[backend]
+    if not _installed(module):
+        raise U2SegError(f"backend {backend!r} needs the {module} package (pip install {module})")
+    if backend == "torch":
+        chosen = engine(model, device=device, precision=precision, threads=threads)
+    else:
+        if on_cuda and device is not None and backend == "openvino":
+            raise U2SegError("the openvino backend runs on the CPU; drop --device or use --backend torch")
+        chosen = engine(model, precision=precision, threads=threads, calibration=calibration)
+    log.info("backend: %s, %s", chosen.name, chosen.precision)
+    return chosen

@@ -16,9 +16,11 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from .backends import Backend, TorchBackend
+from ..weights import load_network
+from .backends import Backend, create_backend
 from .image_io import load_image
 from .postprocess import make_cutout, probability_to_mask
+from .resize import RESAMPLE_METHODS, resize_map, resize_rgb
 
 __all__ = ["Preprocessing", "Predictor", "ImageInput"]
 
@@ -26,8 +28,6 @@ ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
 InputNorm = Literal["max", "unit"]
 OutputNorm = Literal["minmax", "none"]
 
-_RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR,
-             "bicubic": Image.Resampling.BICUBIC}
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,14 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.input_norm not in ("max", "unit"):
             raise ValueError(f"input_norm must be 'max' or 'unit', not {self.input_norm!r}")
-        if self.resample not in _RESAMPLE:
-            raise ValueError(f"resample must be one of {', '.join(_RESAMPLE)}, not {self.resample!r}")
+        if self.resample not in RESAMPLE_METHODS:
+            raise ValueError(f"resample must be one of {', '.join(RESAMPLE_METHODS)}, not {self.resample!r}")
         if min(self.size) < 1:
             raise ValueError(f"size must be positive, got {self.size}")
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """RGB image → float32 ``3×H×W``."""
-        resized = image.convert("RGB").resize(self.size, _RESAMPLE[self.resample])
-        x = np.asarray(resized, dtype=np.float32)
+        x = resize_rgb(image, self.size, self.resample).astype(np.float32)
         scale = float(x.max()) if self.input_norm == "max" else 255.0
         if scale > 0:  # an all-black image stays zero instead of becoming NaN
             x /= scale
@@ -79,25 +78,34 @@ class Predictor:
         output_norm: ``"minmax"`` stretches each map to [0, 1] (official, rembg); ``"none"``.
         threshold: if set, maps are binarised at this probability.
         device: torch device; default CUDA when available.
-        backend: run the network with this backend instead of building a torch one.
+        backend: ``"auto"`` (the fastest installed), ``"torch"``, ``"onnxruntime"``, ``"openvino"``,
+            or a ready :class:`~u2seg.infer.backends.Backend`.
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (backends that support it).
+        threads: threads for the network (default: the engine's choice, all cores).
+        calibration: pre-processed inputs for int8 calibration (default: sample photos).
     """
 
     def __init__(self, model: str | nn.Module | None = None, *, weights: str | Path | None = None,
                  size: int | Sequence[int] | None = None, input_norm: InputNorm = "max",
                  output_norm: OutputNorm = "minmax", threshold: float | None = None,
                  resample: str = "lanczos", device: str | None = None,
-                 backend: Backend | None = None) -> None:
+                 backend: str | Backend = "auto", precision: str = "fp32", threads: int | None = None,
+                 calibration: Iterable[np.ndarray] | None = None) -> None:
         if output_norm not in ("minmax", "none"):
             raise ValueError(f"output_norm must be 'minmax' or 'none', not {output_norm!r}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
         config: dict = {}
-        if backend is None:
-            network = self._load_network(model, weights)
+        self.model_name: str | None = None
+        self.network: nn.Module | None = None  # the PyTorch module, when this Predictor built the backend
+        if isinstance(backend, str):
+            network = load_network(model, weights)
             config = dict(getattr(network, "weights_config", None) or {})
-            backend = TorchBackend(network, device=device)
-        self.backend = backend
-        self.model_name: str | None = getattr(getattr(backend, "model", None), "arch", None)
+            self.model_name = getattr(network, "arch", None)
+            self.network = network
+            backend = create_backend(network, backend=backend, precision=precision, device=device,
+                                     threads=threads, calibration=calibration)
+        self.backend: Backend = backend
         default_size = tuple(config.get("input_size", (320, 320)))
         self.preprocessing = Preprocessing(
             size=_as_size(size) if size is not None else _as_size(default_size),
@@ -106,19 +114,6 @@ class Predictor:
             input_norm=input_norm, resample=resample)
         self.output_norm = output_norm
         self.threshold = threshold
-
-    @staticmethod
-    def _load_network(model: str | nn.Module | None, weights: str | Path | None) -> nn.Module:
-        from ..weights import load_model, load_weights_into, resolve_pretrained
-
-        if isinstance(model, nn.Module):
-            if weights is not None:
-                load_weights_into(model, weights)
-            return model
-        if weights is not None:
-            return load_model(Path(weights).expanduser(), arch=model)
-        name = model or "u2netp"
-        return load_model(resolve_pretrained(name, True), arch=name)
 
     # ------------------------------------------------------------------ core
     def predict(self, image: ImageInput) -> np.ndarray:
@@ -142,10 +137,7 @@ class Predictor:
             lo, hi = float(fg.min()), float(fg.max())
             if hi - lo > 1e-12:  # a constant map has no range to stretch: keep it as it is
                 fg = (fg - lo) / (hi - lo)
-        if fg.shape[::-1] != tuple(size):
-            resized = Image.fromarray(fg, mode="F").resize(size, _RESAMPLE[self.preprocessing.resample])
-            fg = np.asarray(resized, dtype=np.float32)
-        fg = np.clip(fg, 0.0, 1.0)  # Lanczos overshoots at edges
+        fg = np.clip(resize_map(fg, size, self.preprocessing.resample), 0.0, 1.0)  # Lanczos overshoots
         if self.threshold is not None:
             fg = (fg >= self.threshold).astype(np.float32)
         return fg

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from ..errors import ImageReadError
+from .files import Task
 from .image_io import load_image, save_image
 from .postprocess import make_cutout, probability_to_mask
 from .predictor import ImageInput, Predictor
 
-__all__ = ["remove", "render", "remove_files", "FilesReport"]
+__all__ = ["remove", "render", "compose", "remove_files", "FilesReport"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -23,11 +28,17 @@ def _cached_predictor(model: str | None, weights: str | None, size: int | None) 
     return Predictor(model, weights=weights, size=size)
 
 
+def compose(image: Image.Image, prob: np.ndarray, *, only_mask: bool = False,
+            bgcolor: Sequence[int] | None = None) -> Image.Image:
+    """The output for an image and its probability map: an ``L`` mask or an RGBA cutout."""
+    mask = probability_to_mask(prob)
+    return mask if only_mask else make_cutout(image, mask, bgcolor=bgcolor)
+
+
 def render(predictor: Predictor, image: Image.Image, *, only_mask: bool = False,
            bgcolor: Sequence[int] | None = None) -> Image.Image:
-    """The output for one loaded image: an ``L`` mask or an RGBA cutout."""
-    mask = probability_to_mask(predictor.predict(image))
-    return mask if only_mask else make_cutout(image, mask, bgcolor=bgcolor)
+    """Predict and compose the output for one loaded image."""
+    return compose(image, predictor.predict(image), only_mask=only_mask, bgcolor=bgcolor)
 
 
 def remove(image: ImageInput, *, model: str | None = None, weights: str | Path | None = None,
@@ -49,26 +60,84 @@ class FilesReport:
     failed: list[str] = field(default_factory=list)  # one line each
 
 
-def remove_files(predictor: Predictor, tasks: Sequence, *, only_mask: bool = False,
-                 bgcolor: Sequence[int] | None = None, fmt: str = "png",
-                 on_error: Callable[[str], None] | None = None, progress: bool | None = None) -> FilesReport:
-    """Process planned tasks (see :func:`u2seg.infer.files.plan_outputs`); a file that fails is
-    reported through ``on_error`` and the rest still run."""
+def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, depth: int) -> Iterator[Future]:
+    """Yield futures of ``fn(item)`` in order, keeping at most ``depth`` submitted ahead."""
+    pending: deque[Future] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= depth:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
+
+
+def remove_files(predictor: Predictor, tasks: Sequence[Task], *, only_mask: bool = False,
+                 bgcolor: Sequence[int] | None = None, fmt: str = "png", batch_size: int = 1,
+                 workers: int | None = None, on_error: Callable[[str], None] | None = None,
+                 progress: bool | None = None) -> FilesReport:
+    """Process planned tasks (see :func:`u2seg.infer.files.plan_outputs`) as a pipeline.
+
+    Worker threads decode and pre-process the next images while the network runs on a batch, and
+    other workers post-process, encode and write finished ones. Queues are bounded, so memory
+    stays flat whatever the number of files. A file that fails is reported through ``on_error``
+    and the rest still run.
+    """
     from tqdm import tqdm
 
+    if batch_size < 1:
+        raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
+    workers = workers or min(4, os.cpu_count() or 1)
     report = FilesReport()
     show = len(tasks) > 1 if progress is None else progress
-    bar = tqdm(tasks, unit="img", disable=not show, file=sys.stderr, dynamic_ncols=True)
-    for task in bar:
-        try:
-            image = load_image(task.source)
-            result = render(predictor, image, only_mask=only_mask, bgcolor=bgcolor)
-            save_image(result, task.output, fmt=fmt)
-        except (ImageReadError, OSError) as exc:
-            line = str(exc) if isinstance(exc, ImageReadError) else f"{task.source}: {exc}"
-            report.failed.append(line)
-            if on_error is not None:
-                on_error(line)
-            continue
-        report.written.append(task.output)
+    bar = tqdm(total=len(tasks), unit="img", disable=not show, file=sys.stderr, dynamic_ncols=True)
+
+    def fail(task: Task, exc: BaseException) -> None:
+        line = str(exc) if isinstance(exc, ImageReadError) else f"{task.source}: {exc}"
+        report.failed.append(line)
+        if on_error is not None:
+            on_error(line)
+        bar.update()
+
+    def load(task: Task) -> tuple[Task, Image.Image, np.ndarray]:
+        image = load_image(task.source)
+        return task, image, predictor.preprocessing(image)
+
+    def finish(task: Task, image: Image.Image, probs: np.ndarray) -> Path:
+        prob = predictor.postprocess(probs, image.size)
+        return save_image(compose(image, prob, only_mask=only_mask, bgcolor=bgcolor), task.output, fmt=fmt)
+
+    writes: deque[tuple[Task, Future]] = deque()
+
+    def collect(limit: int) -> None:
+        while len(writes) > limit:
+            task, future = writes.popleft()
+            try:
+                report.written.append(future.result())
+                bar.update()
+            except (ImageReadError, OSError, ValueError) as exc:
+                fail(task, exc)
+
+    batch: list[tuple[Task, Image.Image, np.ndarray]] = []
+
+    def run_batch() -> None:
+        probs = predictor.backend.run(np.stack([x for _, _, x in batch]))
+        for (task, image, _), p in zip(batch, probs):
+            writes.append((task, writers.submit(finish, task, image, p)))
+        batch.clear()
+        collect(2 * workers)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="u2seg-read") as readers, \
+            ThreadPoolExecutor(workers, thread_name_prefix="u2seg-write") as writers:
+        for task, future in zip(tasks, _prefetch(readers, load, tasks, depth=batch_size + workers)):
+            try:
+                batch.append(future.result())
+            except (ImageReadError, OSError) as exc:
+                fail(task, exc)
+                continue
+            if len(batch) == batch_size:
+                run_batch()
+        if batch:
+            run_batch()
+        collect(0)
+    bar.close()
     return report

@@ -15,10 +15,12 @@ import logging
 import os
 from pathlib import Path
 
+from torch import nn
+
 from ..errors import ChecksumError, FetchError, WeightsError, WeightsUnavailableError
 from .registry import PretrainedWeights, default_weights_for, get_weights
 
-__all__ = ["u2seg_home", "weights_dir", "is_offline", "fetch_weights", "resolve_pretrained"]
+__all__ = ["u2seg_home", "weights_dir", "is_offline", "fetch_weights", "resolve_pretrained", "load_network"]
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +99,23 @@ def resolve_pretrained(model: str, pretrained: bool | str | Path) -> Path:
         except WeightsError:
             raise WeightsError(f"{pretrained}: no such weights file or registered weights name") from None
     raise TypeError(f"pretrained must be False, True or a path, not {type(pretrained).__name__}")
+
+
+def load_network(model: str | nn.Module | None = None, weights: str | Path | None = None) -> nn.Module:
+    """A ready network from a model name and/or weights (a file, a folder or a registry name).
+
+    ``model`` alone loads its registry's pretrained default; ``weights`` alone builds the
+    architecture they describe; neither gives the pretrained ``u2netp``. A module given as
+    ``model`` gets ``weights`` loaded into it.
+    """
+    from .convert import load_model, load_weights_into
+
+    if isinstance(model, nn.Module):
+        if weights is not None:
+            load_weights_into(model, resolve_pretrained(getattr(model, "arch", ""), weights))
+        return model
+    if weights is not None:
+        path = Path(weights).expanduser()
+        return load_model(path if path.exists() else resolve_pretrained(model or "u2netp", str(weights)), arch=model)
+    name = model or "u2netp"
+    return load_model(resolve_pretrained(name, True), arch=name)
