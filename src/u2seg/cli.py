@@ -195,6 +195,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     calibration = _calibration_inputs(args.calibration) if args.calibration else None
     result = export_model(network, args.output, fmt=args.format, precision=args.precision, rembg=args.rembg,
                           dynamic=not args.static, input_size=(args.size, args.size), calibration=calibration)
+    if result.fidelity:
+        f = result.fidelity
+        print(f"int8 against fp32 on {f['images']} held-out image(s): mask MAE {f['mask_mae_mean']:.2f}/255 "
+              f"(worst {f['mask_mae_worst']:.2f}), maxF agreement {f['maxf_vs_reference_mean']:.4f} "
+              f"(worst {f['maxf_vs_reference_worst']:.4f})")
     if result.max_abs_diff is not None:
         print(f"verified against PyTorch: max |difference| {result.max_abs_diff:.2e} "
               f"({'ok' if result.ok else 'FAILED'}, limit 1e-4)")

@@ -39,20 +39,6 @@ class ExportResult:
         return self.max_abs_diff is None or self.max_abs_diff <= FP32_TOLERANCE
 
 
-class _AllSigmoids(nn.Module):
-    """The official export's outputs: sigmoid of all seven maps."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.num_classes = 1
-        self.in_channels = getattr(model, "in_channels", 3)
-        self.arch = getattr(model, "arch", None)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.sigmoid(o) for o in self.model(x))
-
-
 def _verification_inputs(model: nn.Module, input_size: Sequence[int], dynamic: bool) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     channels = int(getattr(model, "in_channels", 3))
@@ -124,22 +110,25 @@ def export_model(model: nn.Module, path: str | Path, *, fmt: str = "onnx", preci
             torch.jit.save(traced, str(Path(tmp) / "model.pt"))
             write_bytes_atomic((Path(tmp) / "model.pt").read_bytes(), path)
     elif rembg:
-        write_bytes_atomic(onnx_bytes(_AllSigmoids(model), input_size=input_size, dynamic=dynamic, opset=11), path)
+        write_bytes_atomic(onnx_bytes(model, input_size=input_size, dynamic=dynamic, opset=11, all_outputs=True), path)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = export_onnx(model, Path(tmp) / "model.onnx", input_size=input_size, dynamic=dynamic)
             if precision == "int8":
-                from .quantize import default_calibration, quantize_onnx
+                from .quantize import default_calibration, fidelity_report, quantize_onnx
 
-                quantize_onnx(onnx_path, Path(tmp) / "int8.onnx",
-                              calibration if calibration is not None else default_calibration())
-                onnx_path = Path(tmp) / "int8.onnx"
+                inputs = list(calibration if calibration is not None else default_calibration())
+                held_out = inputs[-max(1, len(inputs) // 4):] if len(inputs) > 1 else inputs
+                calibrate_on = inputs[:len(inputs) - len(held_out)] or inputs
+                int8_path = quantize_onnx(onnx_path, Path(tmp) / "int8.onnx", calibrate_on)
+                fidelity = fidelity_report(_runner(onnx_path, "onnx"), _runner(int8_path, "onnx"), held_out)
+                onnx_path = int8_path
             if fmt == "onnx":
                 write_bytes_atomic(onnx_path.read_bytes(), path)
             else:
                 _save_openvino(onnx_path, path)
 
-    result = ExportResult(path, fmt, precision)
+    result = ExportResult(path, fmt, precision, fidelity=fidelity if precision == "int8" else {})
     if verify and precision == "fp32":
         result.max_abs_diff = verify_export(model, path, fmt, input_size=input_size, dynamic=dynamic)
     return result
@@ -153,6 +142,6 @@ def _save_openvino(onnx_path: Path, path: Path) -> None:
         raise U2SegError(f"{path}: an OpenVINO model is an .xml file (with its .bin beside it)")
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "model.xml"
-        ov.save_model(ov.read_model(str(onnx_path)), str(staged), compress_to_fp16=False)
+        ov.save_model(ov.Core().read_model(str(onnx_path)), str(staged), compress_to_fp16=False)
         write_bytes_atomic(staged.with_suffix(".bin").read_bytes(), path.with_suffix(".bin"))
         write_bytes_atomic(staged.read_bytes(), path)

@@ -38,9 +38,12 @@ class ProbabilityHead(nn.Module):
 
 
 def onnx_bytes(model: nn.Module, *, input_size: Sequence[int] = (320, 320), dynamic: bool = True,
-               opset: int = DEFAULT_OPSET) -> bytes:
-    """Serialise ``ProbabilityHead(model)`` to ONNX (NCHW float32 in, N×K×H×W probabilities out)."""
-    head = ProbabilityHead(model).eval().to("cpu", memory_format=torch.contiguous_format)
+               opset: int = DEFAULT_OPSET, all_outputs: bool = False) -> bytes:
+    """Serialise ``model`` to ONNX: NCHW float32 in; out, ``ProbabilityHead(model)``'s
+    probabilities, or with ``all_outputs`` sigmoid of all seven maps (``d0`` … ``d6``)."""
+    head = _AllSigmoids(model) if all_outputs else ProbabilityHead(model)
+    head = head.eval().to("cpu", memory_format=torch.contiguous_format)
+    outputs = [f"d{i}" for i in range(7)] if all_outputs else [OUTPUT_NAME]
     width, height = input_size
     example = torch.zeros(1, int(getattr(model, "in_channels", 3)), height, width)
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -49,10 +52,21 @@ def onnx_bytes(model: nn.Module, *, input_size: Sequence[int] = (320, 320), dyna
         # The TorchScript-based exporter is the one that needs no extra packages (onnxscript);
         # its deprecation notice and tracer warnings about shape comparisons are expected.
         warnings.simplefilter("ignore")
-        torch.onnx.export(head, (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          opset_version=opset, dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes} if dynamic else None,
-                          do_constant_folding=True, dynamo=False)
+        torch.onnx.export(head, (example,), buffer, input_names=[INPUT_NAME], output_names=outputs,
+                          opset_version=opset, do_constant_folding=True, dynamo=False,
+                          dynamic_axes={name: axes for name in (INPUT_NAME, *outputs)} if dynamic else None)
     return buffer.getvalue()
+
+
+class _AllSigmoids(nn.Module):
+    """The official export's outputs: sigmoid of all seven maps."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.sigmoid(o) for o in self.model(x))
 
 
 def export_onnx(model: nn.Module, path: str | Path, **options) -> Path:
