@@ -1,13 +1,32 @@
-"""Inference: image I/O, the Predictor, backends and post-processing."""
+"""Inference: image I/O, the Predictor, backends and post-processing.
 
-from .files import Plan, Task, plan_outputs
-from .image_io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, encode_image, load_image, save_image
-from .postprocess import make_cutout, parse_color, probability_to_mask
-from .predictor import Predictor, Preprocessing
-from .remove import FilesReport, remove, remove_files, render
+Names load on first use, so that light submodules (the CLI's option lists) don't pull in torch.
+"""
 
-__all__ = [
-    "Plan", "Task", "plan_outputs", "IMAGE_EXTENSIONS", "OUTPUT_FORMATS", "encode_image",
-    "load_image", "save_image", "make_cutout", "parse_color", "probability_to_mask", "Predictor",
-    "Preprocessing", "FilesReport", "remove", "remove_files", "render",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Plan": "files", "Task": "files", "plan_outputs": "files",
+    "IMAGE_EXTENSIONS": "image_io", "OUTPUT_FORMATS": "image_io", "encode_image": "image_io",
+    "load_image": "image_io", "save_image": "image_io",
+    "make_cutout": "postprocess", "parse_color": "postprocess", "probability_to_mask": "postprocess",
+    "Predictor": "predictor", "Preprocessing": "predictor",
+    "FilesReport": "remove", "remove": "remove", "remove_files": "remove", "render": "remove", "compose": "remove",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

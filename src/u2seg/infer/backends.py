@@ -11,13 +11,16 @@ import importlib.util
 import logging
 import os
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..errors import U2SegError
+
+if TYPE_CHECKING:  # torch loads only when a backend is built: `u2seg --help` stays quick
+    import torch
+    from torch import nn
 
 __all__ = ["Backend", "TorchBackend", "OnnxRuntimeBackend", "OpenVINOBackend", "create_backend",
            "available_backends", "default_device", "BACKENDS", "PRECISIONS"]
@@ -36,7 +39,9 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-def default_device() -> torch.device:
+def default_device() -> "torch.device":
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -49,8 +54,10 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, *, device: str | torch.device | None = None,
+    def __init__(self, model: "nn.Module", *, device: "str | torch.device | None" = None,
                  precision: str = "fp32", threads: int | None = None) -> None:
+        import torch
+
         self.device = torch.device(device) if device is not None else default_device()
         if precision == "int8":
             raise U2SegError("the torch backend has no int8 mode; use --backend onnxruntime or openvino")
@@ -62,17 +69,19 @@ class TorchBackend:
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.num_classes = int(getattr(model, "num_classes", 1))
 
-    @torch.inference_mode()
     def run(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                    enabled=self.precision == "bf16"):
             fused = self.model(x)[0].float()
         probs = torch.sigmoid(fused) if self.num_classes == 1 else torch.softmax(fused, dim=1)
         return probs.cpu().numpy()
 
 
-def _onnx_for(model: nn.Module, precision: str, calibration: Iterable[np.ndarray] | None) -> str:
+def _onnx_for(model: "nn.Module", precision: str, calibration: Iterable[np.ndarray] | None) -> str:
     """The cached ONNX file (fp32, or int8 calibrated) that the ONNX engines load."""
     from ..export.cache import cached_export
     from ..export.onnx import export_onnx
@@ -91,7 +100,7 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, model: nn.Module, *, precision: str = "fp32", threads: int | None = None,
+    def __init__(self, model: "nn.Module", *, precision: str = "fp32", threads: int | None = None,
                  calibration: Iterable[np.ndarray] | None = None) -> None:
         if precision == "bf16":
             raise U2SegError("onnxruntime has no bf16 kernels on the CPU; use --backend openvino or torch for bf16")
@@ -117,7 +126,7 @@ class OpenVINOBackend:
 
     name = "openvino"
 
-    def __init__(self, model: nn.Module, *, precision: str = "fp32", threads: int | None = None,
+    def __init__(self, model: "nn.Module", *, precision: str = "fp32", threads: int | None = None,
                  calibration: Iterable[np.ndarray] | None = None) -> None:
         import openvino as ov
 
@@ -155,7 +164,7 @@ def available_backends() -> list[str]:
     return [name for name, (module, _) in _ENGINES.items() if _installed(module)]
 
 
-def create_backend(model: nn.Module, *, backend: str = "auto", precision: str = "fp32",
+def create_backend(model: "nn.Module", *, backend: str = "auto", precision: str = "fp32",
                    device: str | None = None, threads: int | None = None,
                    calibration: Iterable[np.ndarray] | None = None) -> Backend:
     """Build the backend that runs ``model``; ``auto`` picks the fastest one installed."""
