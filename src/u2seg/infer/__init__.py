@@ -14,7 +14,7 @@ _LAZY = {
     "load_image": "image_io", "save_image": "image_io",
     "make_cutout": "postprocess", "parse_color": "postprocess", "probability_to_mask": "postprocess",
     "Predictor": "predictor", "Preprocessing": "predictor",
-    "FilesReport": "remove", "remove": "remove", "remove_files": "remove", "render": "remove", "compose": "remove",
+    "FilesReport": "removal", "remove": "removal", "remove_files": "removal", "render": "removal", "compose": "removal",
 }
 
 __all__ = sorted(_LAZY)

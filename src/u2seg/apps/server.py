@@ -1,0 +1,784 @@
+"""The HTTP service: ``POST /api/remove``, ``GET /api/models``, ``GET /healthz`` and a web page at ``/``.
+
+    from u2seg.apps.server import create_app, serve
+    serve()                                   # http://127.0.0.1:7000, one inference at a time
+    app = create_app(max_workers=2)           # an ASGI app for any server
+
+Design:
+
+* Models are built once per name, lazily on first use, and shared by every request. By default
+  only weights already in the cache (``$U2SEG_HOME``) are offered: a request never downloads
+  weights. :func:`serve` fetches the default weights when missing and loads the default model at
+  start-up (building a backend may write its compiled export to ``$U2SEG_HOME/exports``; that
+  then happens before the first request).
+* Decoding, inference, refinement and encoding run in a thread pool of ``max_workers`` threads, off
+  the event loop. Requests beyond that wait in a queue of at most ``max_queue``; past that they get
+  503 with ``Retry-After``, so memory stays bounded however many clients connect. Inference on one
+  model runs one call at a time (a lock), unless its backend declares ``thread_safe = True``: not
+  every backend may be called from two threads at once, and on a CPU two calls only share the same
+  cores. Decoding, alpha matting and encoding of other requests overlap with it.
+* Uploads are read into memory, never onto disk (the multipart parser is our own, over
+  python-multipart's streaming parser, because Starlette's spools files over 1 MiB to a temporary
+  file). ``Content-Length`` is checked before reading and the bytes are counted while reading.
+* Errors are JSON ``{"detail": "..."}``: 400 undecodable image or malformed request, 413 too many
+  bytes or pixels, 415 not an image content type, 422 invalid parameter, 503 busy or model
+  unavailable.
+
+Parameters of ``POST /api/remove`` come as query parameters or multipart form fields (a form field
+wins). The names are rembg's long names, and rembg's HTTP short names are accepted as aliases:
+``model``, ``only_mask`` (``om``), ``alpha_matting`` (``a``), ``alpha_matting_foreground_threshold``
+(``af``), ``alpha_matting_background_threshold`` (``ab``), ``alpha_matting_erode_size`` (``ae``),
+``post_process_mask`` (``ppm``), ``bgcolor`` (``bgc``), plus ``threshold``, ``decontaminate``,
+``crop``, ``crop_margin`` and ``format``.
+"""
+
+import asyncio
+import contextlib
+import io
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run time.
+if TYPE_CHECKING:  # heavy imports stay lazy: `import u2seg.apps.server` must be cheap
+    from fastapi import FastAPI
+
+    from ..infer.predictor import Predictor
+
+__all__ = ["create_app", "serve", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_PIXELS", "RemoveParams",
+           "parse_remove_params"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024   # an encoded image
+DEFAULT_MAX_PIXELS = 36_000_000                # 36 MP: 6000×6000, any current camera
+DEFAULT_MAX_QUEUE = 32                         # requests waiting for a worker
+MULTIPART_OVERHEAD = 64 * 1024                 # boundaries, part headers and option fields
+MAX_FIELD_BYTES = 1024                         # one option value
+MAX_PARTS = 32
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+RAW_TYPES = ("application/octet-stream",)      # accepted besides image/*: "some file", browsers' default
+
+# The web page loads nothing but its own files.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+            "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+
+
+class ApiError(Exception):
+    """An error answered as ``{"detail": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+# --------------------------------------------------------------------------- parameters
+
+_ALIASES = {
+    "om": "only_mask", "a": "alpha_matting", "af": "alpha_matting_foreground_threshold",
+    "ab": "alpha_matting_background_threshold", "ae": "alpha_matting_erode_size",
+    "ppm": "post_process_mask", "bgc": "bgcolor",
+}
+_PARAMS: dict[str, tuple[str, str]] = {  # name -> (type, description), for parsing and OpenAPI
+    "model": ("string", "Model name (see GET /api/models); default: the server's default model."),
+    "only_mask": ("boolean", "Return the 8-bit mask (grayscale PNG/WebP) instead of the cutout. Alias: om."),
+    "alpha_matting": ("boolean", "Refine edges with closed-form alpha matting (slow; the first call "
+                                 "compiles for about a minute). Alias: a."),
+    "alpha_matting_foreground_threshold": ("integer", "Alpha matting: mask values at or above this are "
+                                                      "sure foreground, 0…255, default 240. Alias: af."),
+    "alpha_matting_background_threshold": ("integer", "Alpha matting: mask values at or below this are "
+                                                      "sure background, 0…255, default 10. Alias: ab."),
+    "alpha_matting_erode_size": ("integer", "Alpha matting: erosion of the sure regions in pixels, "
+                                            "0…1000, default 10. Alias: ae."),
+    "post_process_mask": ("boolean", "Smooth the mask (morphological opening + blur), as rembg's "
+                                     "post_process_mask. Alias: ppm."),
+    "bgcolor": ("string", "Composite over this colour: 'R,G,B' or 'R,G,B,A' (0…255 each) or '#RRGGBB[AA]'. "
+                          "Alias: bgc."),
+    "threshold": ("number", "Binarise the mask at this probability, 0…1 (default: soft mask)."),
+    "decontaminate": ("boolean", "Estimate the foreground colours at soft edges (removes background "
+                                 "colour bleeding)."),
+    "crop": ("boolean", "Crop the result to the object's bounding box."),
+    "crop_margin": ("integer", "Margin around the crop in pixels, 0…10000, default 0."),
+    "format": ("string", "Output format: png (default) or webp (both lossless)."),
+}
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+@dataclass(frozen=True)
+class RemoveParams:
+    model: str | None
+    format: str
+    only_mask: bool
+    refine: Any  # u2seg.infer.refine.RefineOptions
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ApiError(422, f"{name} must be a boolean (true/false, 1/0, on/off), got {value!r}")
+
+
+def _int(name: str, value: str, lo: int, hi: int) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ApiError(422, f"{name} must be an integer, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise ApiError(422, f"{name} must be within {lo}…{hi}, got {number}")
+    return number
+
+
+def _threshold(value: str) -> float | None:
+    v = value.strip().lower()
+    if v in ("", "none", "null"):
+        return None
+    try:
+        number = float(v)
+    except ValueError:
+        raise ApiError(422, f"threshold must be a number within 0…1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:  # NaN fails this too
+        raise ApiError(422, f"threshold must be within 0…1, got {value!r}")
+    return number
+
+
+def _color(value: str) -> tuple[int, int, int, int] | None:
+    v = value.strip()
+    if v.lower() in ("", "none", "transparent"):
+        return None
+    problem = (f"bgcolor must be 'R,G,B' or 'R,G,B,A' with integers 0…255, or '#RRGGBB[AA]', "
+               f"got {value!r}")
+    if v.startswith("#"):
+        digits = v[1:]
+        if len(digits) not in (6, 8) or any(c not in "0123456789abcdefABCDEF" for c in digits):
+            raise ApiError(422, problem)
+        parts = [int(digits[i:i + 2], 16) for i in range(0, len(digits), 2)]
+    else:
+        try:
+            parts = [int(p.strip()) for p in v.split(",")]
+        except ValueError:
+            raise ApiError(422, problem) from None
+    if len(parts) not in (3, 4) or any(not 0 <= p <= 255 for p in parts):
+        raise ApiError(422, problem)
+    return (parts[0], parts[1], parts[2], parts[3] if len(parts) == 4 else 255)
+
+
+def parse_remove_params(values: Mapping[str, str]) -> RemoveParams:
+    """Validate ``POST /api/remove``'s options (already merged: query, then form fields).
+
+    Raises :class:`ApiError` 422 naming the parameter; unknown names are refused too, so a typo
+    never passes silently.
+    """
+    merged: dict[str, str] = {}
+    for key, value in values.items():
+        name = _ALIASES.get(key, key)
+        if name not in _PARAMS:
+            raise ApiError(422, f"unknown parameter {key!r}; known: {', '.join(_PARAMS)} "
+                                f"(rembg's aliases {', '.join(_ALIASES)} work too)")
+        if name in merged and merged[name] != value:
+            raise ApiError(422, f"parameter {name!r} given twice with different values")
+        merged[name] = value
+
+    def get(name: str) -> str | None:
+        return merged.get(name)
+
+    fmt = (get("format") or "png").strip().lower().lstrip(".")
+    if fmt not in ("png", "webp"):
+        raise ApiError(422, f"format must be png or webp, got {get('format')!r}")
+    model = get("model")
+    model = model.strip() if model is not None and model.strip() else None
+    kwargs: dict[str, Any] = {}
+    for name, key in (("only_mask", "only_mask"), ("alpha_matting", "alpha_matting"),
+                      ("post_process_mask", "post_process_mask"), ("decontaminate", "decontaminate"),
+                      ("crop", "crop")):
+        if get(name) is not None:
+            kwargs[key] = _bool(name, get(name))  # type: ignore[arg-type]
+    for name, key, hi in (("alpha_matting_foreground_threshold", "fg_threshold", 255),
+                          ("alpha_matting_background_threshold", "bg_threshold", 255),
+                          ("alpha_matting_erode_size", "erode_size", 1000),
+                          ("crop_margin", "crop_margin", 10_000)):
+        if get(name) is not None:
+            kwargs[key] = _int(name, get(name), 0, hi)  # type: ignore[arg-type]
+    fg, bg = kwargs.get("fg_threshold", 240), kwargs.get("bg_threshold", 10)
+    if bg >= fg:
+        raise ApiError(422, f"alpha_matting_background_threshold ({bg}) must be lower than "
+                            f"alpha_matting_foreground_threshold ({fg})")
+    if get("threshold") is not None:
+        kwargs["threshold"] = _threshold(get("threshold"))  # type: ignore[arg-type]
+    if get("bgcolor") is not None:
+        kwargs["bgcolor"] = _color(get("bgcolor"))  # type: ignore[arg-type]
+
+    from ..infer.refine import RefineOptions
+
+    try:
+        options = RefineOptions(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, _one_line(str(exc))) from None
+    return RemoveParams(model=model, format=fmt, only_mask=bool(kwargs.get("only_mask", False)),
+                        refine=options)
+
+
+# --------------------------------------------------------------------------- request bodies
+
+def _media_type(header: str) -> tuple[str, dict[str, str]]:
+    from python_multipart.multipart import parse_options_header
+
+    mime, params = parse_options_header(header)
+    return (mime.decode("latin-1").strip().lower(),
+            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in params.items()})
+
+
+def _is_image_type(mime: str) -> bool:
+    return mime.startswith("image/") or mime in RAW_TYPES
+
+
+class _Multipart:
+    """python-multipart callbacks that keep every part in memory, within limits."""
+
+    def __init__(self, max_file_bytes: int) -> None:
+        self.max_file_bytes = max_file_bytes
+        self.fields: dict[str, str] = {}
+        self.file: bytes | None = None
+        self.file_type: str | None = None
+        self.filename: str | None = None
+        self.parts = 0
+        self._headers: dict[str, str] = {}
+        self._field = b""
+        self._value = b""
+        self._name = ""
+        self._is_file = False
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {"on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
+                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
+                "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
+                "on_part_end": self.on_part_end}
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise ApiError(400, f"too many multipart parts (at most {MAX_PARTS})")
+        self._headers, self._chunks, self._size = {}, [], 0
+        self._field = self._value = b""
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("latin-1")
+        self._field = self._value = b""
+
+    def on_headers_finished(self) -> None:
+        disposition, options = _media_type(self._headers.get("content-disposition", ""))
+        if disposition != "form-data" or "name" not in options:
+            raise ApiError(400, "malformed multipart part: no 'Content-Disposition: form-data; name=...'")
+        self._name = options["name"]
+        self._is_file = self._name == "file" or "filename" in options
+        if self._is_file:
+            if self._name != "file":
+                raise ApiError(422, f"unexpected file field {self._name!r}; send the image as field 'file'")
+            if self.file is not None:
+                raise ApiError(422, "send one image per request (field 'file' given twice)")
+            mime = _media_type(self._headers.get("content-type", "application/octet-stream"))[0]
+            if not _is_image_type(mime):
+                raise ApiError(415, f"field 'file' has content type {mime!r}; send an image (image/*)")
+            self.file_type = mime
+            self.filename = options.get("filename") or None
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self._size += end - start
+        limit = self.max_file_bytes if self._is_file else MAX_FIELD_BYTES
+        if self._size > limit:
+            if self._is_file:
+                raise ApiError(413, f"image is larger than the limit of {_human_bytes(limit)}")
+            raise ApiError(422, f"form field {self._name!r} is longer than {limit} bytes")
+        self._chunks.append(bytes(data[start:end]))
+
+    def on_part_end(self) -> None:
+        data = b"".join(self._chunks)
+        self._chunks = []
+        if self._is_file:
+            self.file = data
+        else:
+            try:
+                value = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ApiError(422, f"form field {self._name!r} is not UTF-8 text") from None
+            if self._name in self.fields and self.fields[self._name] != value:
+                raise ApiError(422, f"form field {self._name!r} given twice")
+            self.fields[self._name] = value
+
+
+async def _read_upload(request: Any, max_bytes: int) -> tuple[bytes, dict[str, str], str | None]:
+    """The image's bytes, the form fields (empty for a raw body) and the upload's file name (multipart
+    only), read within the limits."""
+    from python_multipart.exceptions import FormParserError
+    from python_multipart.multipart import MultipartParser
+    from starlette.requests import ClientDisconnect
+
+    header = request.headers.get("content-type", "")
+    mime, options = _media_type(header)
+    multipart = mime == "multipart/form-data"
+    if not multipart and not _is_image_type(mime):
+        shown = mime or "none"
+        raise ApiError(415, f"unsupported content type {shown!r}; send an image as multipart field 'file' "
+                            f"or as the raw body with Content-Type image/*")
+    limit = max_bytes + MULTIPART_OVERHEAD if multipart else max_bytes
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise ApiError(400, f"invalid Content-Length {length!r}") from None
+        if declared > limit:
+            raise ApiError(413, f"request body of {_human_bytes(declared)} is larger than the limit of "
+                                f"{_human_bytes(max_bytes)}")
+
+    received = 0
+    if multipart:
+        boundary = options.get("boundary")
+        if not boundary:
+            raise ApiError(400, "multipart/form-data without a boundary")
+        form = _Multipart(max_bytes)
+        parser = MultipartParser(boundary.encode("latin-1"), form.callbacks())  # type: ignore[arg-type]
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise ApiError(413, f"request body is larger than the limit of {_human_bytes(max_bytes)}")
+                parser.write(chunk)
+            parser.finalize()
+        except FormParserError as exc:
+            raise ApiError(400, f"malformed multipart body ({_one_line(str(exc))})") from None
+        except ClientDisconnect:
+            raise ApiError(400, "client disconnected") from None
+        if form.file is None:
+            raise ApiError(422, "no image: send it as multipart field 'file'")
+        return form.file, form.fields, form.filename
+
+    chunks: list[bytes] = []
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise ApiError(413, f"image is larger than the limit of {_human_bytes(max_bytes)}")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "client disconnected") from None
+    return b"".join(chunks), {}, None
+
+
+# --------------------------------------------------------------------------- the service
+
+PredictorFactory = Callable[[str], "Predictor"]
+
+
+def _cached_weight_names() -> list[str]:
+    """Registered weights whose converted copy is in the cache (a cheap check: no file is read)."""
+    from ..weights import list_weights, weights_dir
+    from ..weights.convert import CONFIG_FILE, WEIGHTS_FILE
+
+    names = []
+    for entry in list_weights():
+        folder = weights_dir(entry.name)
+        if (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file():
+            names.append(entry.name)
+    return names
+
+
+def _default_factory(name: str) -> "Predictor":
+    """The cached pretrained weights ``name``; never downloads (a request must not write to disk)."""
+    from ..infer.predictor import Predictor
+    from ..weights import fetch_weights
+
+    return Predictor(weights=fetch_weights(name, offline=True))
+
+
+class _Service:
+    def __init__(self, factory: PredictorFactory, *, max_workers: int, max_queue: int, max_upload_bytes: int,
+                 max_pixels: int, models: Sequence[str] | None, default_model: str) -> None:
+        self.factory = factory
+        self.max_workers = max_workers
+        self.max_queue = max_queue
+        self.max_upload_bytes = max_upload_bytes
+        self.max_pixels = max_pixels
+        self.fixed_models = list(models) if models is not None else None
+        self.default_model = default_model
+        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="u2seg-worker")
+        self.predictors: dict[str, Predictor] = {}
+        self.lock = threading.Lock()
+        self.model_locks: dict[str, threading.Lock] = {}   # one model build at a time, per name
+        self.infer_locks: dict[str, Any] = {}               # one inference at a time, per model
+        self.in_flight = 0  # requests queued or running; touched on the event loop only
+        self.running = 0   # touched under self.lock
+        self.peak_running = 0
+        self.served = 0
+
+    # models ---------------------------------------------------------------
+    def available(self) -> list[str]:
+        names = self.fixed_models if self.fixed_models is not None else _cached_weight_names()
+        with self.lock:
+            loaded = list(self.predictors)
+        return sorted(set(names) | set(loaded))
+
+    def default(self, available: Sequence[str]) -> str | None:
+        if self.default_model in available:
+            return self.default_model
+        return available[0] if available else None
+
+    def predictor(self, name: str) -> "Predictor":
+        """The shared predictor for ``name``, built on first use (once, even under concurrency)."""
+        with self.lock:
+            if name in self.predictors:
+                return self.predictors[name]
+            lock = self.model_locks.setdefault(name, threading.Lock())
+        with lock:
+            with self.lock:
+                if name in self.predictors:
+                    return self.predictors[name]
+            started = time.perf_counter()
+            predictor = self.factory(name)
+            log.info("loaded model %s in %.1f s", name, time.perf_counter() - started)
+            # Backends are shared by every worker, and not all of them may be called from two threads
+            # at once (OpenVINO's single infer request raises "busy"); on a CPU, parallel calls would
+            # only split the same cores. So one inference per model at a time, unless the backend says
+            # it is thread-safe. Decoding, refinement (alpha matting) and encoding still overlap.
+            parallel = bool(getattr(getattr(predictor, "backend", None), "thread_safe", False))
+            with self.lock:
+                self.infer_locks[name] = contextlib.nullcontext() if parallel else threading.Lock()
+                self.predictors[name] = predictor
+            return predictor
+
+    # one request, in a worker thread --------------------------------------
+    def process(self, data: bytes, params: RemoveParams, model: str, label: str = "upload") -> bytes:
+        from ..errors import WeightsError
+        from ..infer.image_io import encode_image, load_image
+        from ..infer.refine import refine_output
+
+        with self.lock:
+            self.running += 1
+            self.peak_running = max(self.peak_running, self.running)
+        try:
+            try:
+                predictor = self.predictor(model)
+            except WeightsError as exc:
+                raise ApiError(503, f"model {model!r} is unavailable: {_one_line(str(exc))}") from None
+            image = load_image(data, name=label)
+            self.check_pixels(*image.size)
+            with self.infer_locks[model]:
+                prob = predictor.predict(image)
+            result = refine_output(image, prob, params.refine)
+            del prob, image
+            try:
+                return encode_image(result, params.format)
+            except ValueError as exc:  # WebP's 16383 px limit
+                raise ApiError(422, _one_line(str(exc))) from None
+        finally:
+            with self.lock:
+                self.running -= 1
+                self.served += 1
+
+    def check_pixels(self, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise ApiError(413, f"image of {width}×{height} = {width * height:,} pixels is over the limit "
+                                f"of {self.max_pixels:,} pixels")
+
+    def check_header(self, data: bytes) -> None:
+        """Refuse an image whose header declares too many pixels before decoding a single one."""
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as im:  # reads the header only
+                size = im.size
+        except Image.DecompressionBombError:
+            raise ApiError(413, f"image is over the limit of {self.max_pixels:,} pixels") from None
+        except Exception:  # noqa: BLE001 - not for Pillow: load_image tries OpenCV and reports
+            return
+        self.check_pixels(*size)
+
+
+def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers: int = 1,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_queue: int = DEFAULT_MAX_QUEUE, models: Sequence[str] | None = None,
+               default_model: str = "u2netp") -> "FastAPI":
+    """The ASGI application.
+
+    Args:
+        predictor_factory: ``name -> Predictor``, called once per model name on first use; default:
+            the cached pretrained weights of that name (never downloaded from a request).
+        max_workers: images processed at the same time (decode + inference + encode).
+        max_upload_bytes: largest accepted encoded image.
+        max_pixels: largest accepted image (width × height), checked on the header and after decoding.
+        max_queue: requests that may wait for a worker; more get 503 with ``Retry-After``.
+        models: the model names offered; default: the registered weights found in the cache.
+        default_model: used when a request names none (falls back to the first available).
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from .. import __version__
+    from ..errors import ImageReadError
+
+    if max_workers < 1:
+        raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+    if max_upload_bytes < 1 or max_pixels < 1 or max_queue < 0:
+        raise ValueError("max_upload_bytes and max_pixels must be positive and max_queue not negative")
+    service = _Service(predictor_factory or _default_factory, max_workers=max_workers, max_queue=max_queue,
+                       max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, models=models,
+                       default_model=default_model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        service.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="u2seg", version=__version__, lifespan=lifespan,
+        description="Background removal with U²-Net, on this machine. Images are processed in memory "
+                    "and never stored.",
+    )
+    app.state.service = service
+
+    def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"detail": message}, status_code=status, headers=dict(headers or {}))
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = ["{}: {}".format(".".join(str(p) for p in e.get("loc", ())), e.get("msg", "")) for e in exc.errors()]
+        return error(422, "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("error while handling %s %s", request.method, request.url.path)
+        return error(500, "internal server error")
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    # -------------------------------------------------------------- API
+    remove_responses: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"image/png": {}, "image/webp": {}}, "description": "The cutout or the mask."},
+        400: {"description": "Undecodable image or malformed request."},
+        413: {"description": "Too many bytes or too many pixels."},
+        415: {"description": "Not an image content type."},
+        422: {"description": "Invalid parameter."},
+        503: {"description": "Busy (queue full) or model unavailable."},
+    }
+    form_properties: dict[str, Any] = {"file": {"type": "string", "format": "binary",
+                                                "description": "The image (any format Pillow or OpenCV reads)."}}
+    form_properties.update({name: {"type": typ, "description": desc} for name, (typ, desc) in _PARAMS.items()})
+    remove_openapi = {
+        "parameters": [{"name": name, "in": "query", "required": False, "schema": {"type": typ},
+                        "description": desc} for name, (typ, desc) in _PARAMS.items()],
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                               "properties": form_properties}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        }},
+    }
+
+    @app.post("/api/remove", summary="Remove the background of an image", response_class=Response,
+              responses=remove_responses, openapi_extra=remove_openapi)
+    async def remove_background(request: Request) -> Response:
+        """Send the image as multipart field ``file`` or as the raw body (``Content-Type: image/*``);
+        get back a PNG or WebP: an RGBA cutout, or the mask with ``only_mask``."""
+        started = time.perf_counter()
+        query = dict(request.query_params)
+        if len(query) != len(request.query_params.multi_items()):
+            raise ApiError(422, "a query parameter is given twice")
+        data, fields, filename = await _read_upload(request, service.max_upload_bytes)
+        params = parse_remove_params({**query, **fields})
+        available = service.available()
+        model = params.model or service.default(available)
+        if model is None:
+            raise ApiError(503, "no model weights are available; fetch some with 'u2seg weights fetch u2netp'")
+        if model not in available:
+            raise ApiError(422, f"unknown model {model!r}; available: {', '.join(available)}")
+        if not data:
+            raise ApiError(400, "empty image")
+        service.check_header(data)
+        if service.in_flight >= service.max_workers + service.max_queue:
+            raise ApiError(503, "the server is busy; try again shortly", {"Retry-After": "1"})
+        service.in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            body = await loop.run_in_executor(service.executor, service.process, data, params, model,
+                                              _label(filename))
+        except ImageReadError as exc:
+            raise ApiError(400, str(exc)) from None
+        finally:
+            service.in_flight -= 1
+        media = "image/webp" if params.format == "webp" else "image/png"
+        headers = {"X-Model": model, "X-Process-Time": f"{time.perf_counter() - started:.3f}"}
+        return Response(body, media_type=media, headers=headers)
+
+    @app.get("/api/models", summary="Models with weights available")
+    async def api_models() -> dict[str, Any]:
+        from ..weights import get_weights
+
+        available = service.available()
+        entries = []
+        for name in available:
+            with service.lock:
+                predictor = service.predictors.get(name)
+            item: dict[str, Any] = {"name": name, "loaded": predictor is not None}
+            try:
+                w = get_weights(name)
+                item.update(architecture=w.model, input_size=list(w.input_size), description=w.description,
+                            license=w.license)
+            except Exception:  # noqa: BLE001 - a name the factory serves but the registry lacks
+                pass
+            if predictor is not None:
+                item["input_size"] = list(predictor.preprocessing.size)
+                item["architecture"] = predictor.model_name or item.get("architecture")
+            entries.append(item)
+        return {"default": service.default(available), "models": entries,
+                "limits": {"max_upload_bytes": service.max_upload_bytes, "max_pixels": service.max_pixels,
+                           "max_workers": service.max_workers}}
+
+    @app.head("/healthz", include_in_schema=False)
+    async def healthz_head() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, Any]:
+        with service.lock:
+            loaded, running, served = sorted(service.predictors), service.running, service.served
+            peak = service.peak_running
+        return {"status": "ok", "version": __version__, "models_loaded": loaded, "workers": service.max_workers,
+                "running": running, "peak_running": peak, "waiting": max(service.in_flight - running, 0),
+                "served": served}
+
+    # -------------------------------------------------------------- the web page
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
+                            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache",
+                                     "Referrer-Policy": "no-referrer"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _label(filename: str | None) -> str:
+    """How an upload is named in error messages: its base name, short and printable."""
+    if not filename:
+        return "upload"
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c if c.isprintable() else "?" for c in name)[:100]
+    return name or "upload"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(host: str = "127.0.0.1", port: int = 7000, *, log_level: str = "info", fetch_default: bool = True,
+          preload: bool = True, **app_options: Any) -> None:
+    """Run the service with uvicorn until interrupted (Ctrl-C).
+
+    Binds to ``127.0.0.1`` unless told otherwise; the service has no authentication, so binding to
+    another address is logged as a warning. With ``fetch_default`` and the default factory, the
+    default model's weights are fetched at start-up when missing (never from a request); with
+    ``preload`` the default model is loaded before the first request instead of on it (other
+    models load on first use). ``app_options`` go to :func:`create_app`.
+    """
+    import uvicorn
+
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(levelname)s:     %(message)s")
+    if not is_loopback(host):
+        log.warning("binding to %s: the service has no authentication; anyone who can reach this "
+                    "address can use it", host)
+    from ..errors import WeightsError
+
+    if fetch_default and app_options.get("predictor_factory") is None and app_options.get("models") is None:
+        from ..weights import fetch_weights
+
+        name = app_options.get("default_model", "u2netp")
+        try:
+            fetch_weights(name)
+        except WeightsError as exc:
+            log.warning("%s", exc)
+    app = create_app(**app_options)
+    if preload:  # load the default model now: the first request is fast, and no request builds caches
+        service = app.state.service
+        name = service.default(service.available())
+        if name is not None:
+            try:
+                service.predictor(name)
+            except WeightsError as exc:
+                log.warning("%s", exc)
+    shown = f"[{host}]" if ":" in host else host
+    log.info("u2seg web page: http://%s:%d/  (API docs: /docs)", shown, port)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m u2seg.apps.server [--host H] [--port P] [--workers N]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m u2seg.apps.server", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7000)
+    parser.add_argument("--workers", type=int, default=1, help="images processed at once (default 1)")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20)
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    serve(args.host, args.port, log_level=args.log_level, max_workers=args.workers,
+          max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,486 @@
+"""From (image, probability map) to the final output: one place for every front end.
+
+``refine_output(image, prob, RefineOptions(...))`` gives the ``L`` mask or the RGBA cutout (or
+a composite over a colour or a background picture); ``refine_alpha`` gives only the final alpha.
+The CLI, the HTTP server and the desktop window all call these, so an option means the same thing
+everywhere. The steps, in order:
+
+1. ``threshold``: binarise the probability (``prob >= threshold``).
+2. ``post_process_mask``: rembg's clean-up of the 8-bit mask: morphological opening with a 3×3
+   ellipse, Gaussian blur (5×5, sigma 2), re-threshold at 127. The result is binary with a smooth
+   outline; isolated specks (up to about 3×3 pixels) disappear. On images larger than 1024 px
+   (long side) the kernel and the blur grow in proportion, so the clean-up does the same thing
+   at any resolution (the probability map comes from a 320×320 prediction, so its artefacts
+   scale with the image); up to 1024 px it is exactly rembg's.
+3. ``alpha_matting``: a trimap from the 8-bit mask (sure foreground: mask >= ``fg_threshold``,
+   sure background: mask <= ``bg_threshold``, both eroded by an ``erode_size`` square, the rest
+   unknown), closed-form matting (pymatting ``estimate_alpha_cf``) for the unknown pixels and
+   multi-level foreground estimation (``estimate_foreground_ml``) for the cutout's colours.
+   Differences from rembg: the thresholds are inclusive (so ``fg_threshold=255`` works on a
+   binary mask), an object cut by the picture's frame is not eroded from the frame, and a
+   trimap without unknown pixels, or without sure foreground or background, returns the mask as
+   alpha instead of raising.
+
+   Speed: the linear system only involves the unknown band, so matting runs on the bounding box
+   of the unknown pixels (plus 4 px; exact, the 3×3 matting windows reach 2 px). When that box
+   is still larger than ``MATTING_MAX_SIDE`` (1024 px) on its long side, the alpha is solved on
+   a copy reduced to 1024 px and upsampled (bilinear) into the full-resolution unknown band;
+   the sure regions keep their exact full-resolution values, and the foreground colours are
+   estimated at full resolution. Closed-form matting grows faster than the pixel count (and
+   its incomplete-Cholesky preconditioner starts failing above ~2 MP), which is what the cap
+   avoids. pymatting is imported only here, on first use: its first import in an environment
+   compiles numba code for about a minute (cached afterwards).
+4. ``decontaminate`` (without matting): the foreground colour at soft edges is estimated with
+   "blur fusion" (Forte & Pitié, *Approximate Fast Foreground Colour Estimation*, ICIP 2021,
+   see :func:`estimate_foreground_blur`): box blurs with OpenCV, 10–30 ms on a 0.3 MP photo,
+   no numba compile and no pymatting needed, and within ~9–17/255 of pymatting's multi-level
+   estimate on soft pixels (the untouched picture is 31–43/255 off). Opaque pixels keep their
+   colour exactly; semi-transparent ones lose the old background's tint. With matting the
+   multi-level estimate is used anyway.
+5. Cutout: straight (not premultiplied) RGBA, alpha multiplied by the image's own alpha.
+6. ``crop``: the bounding box of the output's non-zero alpha (of the mask with ``only_mask``),
+   grown by ``crop_margin`` and clipped to the image; an empty alpha keeps the whole image.
+7. ``bgcolor`` / ``background``: the cutout composited over a colour, or over a picture scaled to
+   cover the output (aspect kept, centred, cropped). The result is RGB when it is fully opaque
+   (an opaque colour or picture), RGBA otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import numbers
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ..errors import U2SegError
+from .postprocess import parse_color
+
+__all__ = [
+    "RefineOptions", "Refined", "refine", "refine_output", "refine_alpha", "build_trimap", "matting_alpha",
+    "estimate_foreground_blur", "post_process_mask", "crop_box", "MATTING_MAX_SIDE",
+]
+
+log = logging.getLogger(__name__)
+
+#: Matting solves at most this many pixels on the long side (see the module docstring).
+MATTING_MAX_SIDE = 1024
+#: Below this long side the post-processing uses rembg's exact kernels.
+_POST_PROCESS_REFERENCE_SIDE = 1024
+_MAX_ERODE = 1000
+# pymatting's parallel numba kernels: where numba falls back to its "workqueue" threading layer
+# (no TBB, no OpenMP runtime) two threads running them at once abort the process ("Concurrent
+# access"), so a server or a GUI worker matting two pictures together could crash. Matting runs
+# one call at a time (it already uses every core).
+_MATTING_LOCK = threading.Lock()
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_int(name: str, value: object, lo: int, hi: int | None) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        allowed = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be within {allowed}, got {value}")
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """What to make of a probability map. Every field is validated on construction
+    (``ValueError`` naming the field); ``bgcolor`` is normalised to an RGBA tuple."""
+
+    only_mask: bool = False
+    alpha_matting: bool = False          # rembg -a
+    fg_threshold: int = 240              # rembg -af: mask >= this (0..255) is sure foreground
+    bg_threshold: int = 10               # rembg -ab: mask <= this (0..255) is sure background
+    erode_size: int = 10                 # rembg -ae: erosion of both sure regions, pixels
+    post_process_mask: bool = False      # rembg -ppm: opening + blur + re-threshold
+    threshold: float | None = None       # hard threshold of the probability (0..1)
+    decontaminate: bool = False          # estimate foreground colours at soft edges
+    bgcolor: tuple[int, int, int, int] | None = None  # rembg -bgc
+    background: Image.Image | None = None  # background picture, scaled to cover the output
+    crop: bool = False                   # crop to the object's bounding box
+    crop_margin: int = 0                 # pixels around the box
+
+    def __post_init__(self) -> None:
+        for name in ("only_mask", "alpha_matting", "post_process_mask", "decontaminate", "crop"):
+            _check_bool(name, getattr(self, name))
+        _check_int("fg_threshold", self.fg_threshold, 0, 255)
+        _check_int("bg_threshold", self.bg_threshold, 0, 255)
+        if self.bg_threshold >= self.fg_threshold:
+            raise ValueError(f"bg_threshold ({self.bg_threshold}) must be lower than fg_threshold "
+                             f"({self.fg_threshold})")
+        _check_int("erode_size", self.erode_size, 0, _MAX_ERODE)
+        _check_int("crop_margin", self.crop_margin, 0, None)
+        if self.threshold is not None:
+            t = self.threshold
+            if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real) or not 0.0 <= float(t) <= 1.0:
+                raise ValueError(f"threshold must be None or a number within 0..1, got {t!r}")
+            object.__setattr__(self, "threshold", float(t))
+        if self.bgcolor is not None:
+            if isinstance(self.bgcolor, (str, bytes)) or not isinstance(self.bgcolor, Sequence):
+                raise ValueError(f"bgcolor must be 3 or 4 integers in 0..255 (R G B [A]), got {self.bgcolor!r}")
+            try:
+                color = parse_color(self.bgcolor)
+            except (TypeError, ValueError):
+                raise ValueError(f"bgcolor must be 3 or 4 integers in 0..255 (R G B [A]), "
+                                 f"got {self.bgcolor!r}") from None
+            object.__setattr__(self, "bgcolor", color)
+        if self.background is not None and not isinstance(self.background, Image.Image):
+            raise ValueError(f"background must be a PIL image, got {type(self.background).__name__}")
+        if self.bgcolor is not None and self.background is not None:
+            raise ValueError("bgcolor and background are exclusive: give one or the other")
+        if self.only_mask:
+            clashing = [n for n in ("bgcolor", "background") if getattr(self, n) is not None]
+            clashing += ["decontaminate"] if self.decontaminate else []
+            if clashing:
+                raise ValueError(f"only_mask excludes {', '.join(clashing)} (a mask has no colours)")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _as_image(image: Image.Image) -> Image.Image:
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image must be a PIL image (see u2seg.infer.load_image), not {type(image).__name__}")
+    if image.mode in ("RGB", "RGBA"):
+        return image
+    has_alpha = image.mode in ("LA", "PA", "La", "RGBa") or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def _as_probability(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    p = np.asarray(prob)
+    if p.ndim == 3 and p.shape[0] == 1:
+        p = p[0]
+    if p.ndim != 2:
+        raise ValueError(f"prob must be a 2-D H×W map, got shape {p.shape}")
+    if p.shape[::-1] != tuple(size):
+        raise ValueError(f"prob is {p.shape[1]}×{p.shape[0]} (W×H) but the image is {size[0]}×{size[1]}")
+    if p.dtype == np.uint8:
+        return p.astype(np.float32) / 255.0
+    p = np.nan_to_num(p.astype(np.float32, copy=False), nan=0.0)
+    return np.clip(p, 0.0, 1.0)
+
+
+def _to_u8(values: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- mask clean-up
+
+
+def _odd(x: float) -> int:
+    return 2 * int(x / 2) + 1
+
+
+def post_process_mask(mask: np.ndarray) -> np.ndarray:
+    """rembg's ``post_process`` on an 8-bit mask: opening (3×3 ellipse), Gaussian blur (5×5,
+    sigma 2), threshold at 127 → 0/255. Kernels grow in proportion above 1024 px."""
+    scale = max(1.0, max(mask.shape) / _POST_PROCESS_REFERENCE_SIDE)
+    k, blur = _odd(3 * scale), _odd(5 * scale)  # 3 and 5 up to 1024 px
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    blurred = cv2.GaussianBlur(opened, (blur, blur), sigmaX=2.0 * scale, sigmaY=2.0 * scale,
+                               borderType=cv2.BORDER_DEFAULT)
+    return np.where(blurred < 127, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- matting
+
+
+def build_trimap(mask: np.ndarray, fg_threshold: int = 240, bg_threshold: int = 10,
+                 erode_size: int = 10) -> np.ndarray:
+    """float64 trimap (1 sure foreground, 0 sure background, 0.5 unknown) from an 8-bit mask.
+
+    Sure regions are ``mask >= fg_threshold`` and ``mask <= bg_threshold``, each eroded by an
+    ``erode_size``×``erode_size`` square (pixels beyond the frame count as inside the region,
+    so an object cut by the frame stays sure foreground up to the frame).
+    """
+    is_fg = (mask >= fg_threshold).astype(np.uint8)
+    is_bg = (mask <= bg_threshold).astype(np.uint8)
+    if erode_size > 0:
+        kernel = np.ones((erode_size, erode_size), np.uint8)
+        # OpenCV's default erosion border is "no effect", which is the rule above.
+        is_fg = cv2.erode(is_fg, kernel)
+        is_bg = cv2.erode(is_bg, kernel)
+    trimap = np.full(mask.shape, 0.5)
+    trimap[is_fg.astype(bool)] = 1.0
+    trimap[is_bg.astype(bool)] = 0.0
+    return trimap
+
+
+def _trimap_usable(trimap: np.ndarray) -> bool:
+    unknown = (trimap > 0) & (trimap < 1)
+    return bool(unknown.any() and (trimap == 1).any() and (trimap == 0).any())
+
+
+def _import_pymatting():
+    try:
+        from pymatting import estimate_alpha_cf, estimate_foreground_ml
+    except ImportError as exc:
+        raise U2SegError("alpha matting needs pymatting: pip install pymatting "
+                         f"(or pip install 'u2seg[matting]'); {exc}") from None
+    return estimate_alpha_cf, estimate_foreground_ml
+
+
+def _box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the True pixels grown by ``margin``, or None."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (max(0, int(cols[0]) - margin), max(0, int(rows[0]) - margin),
+            min(w, int(cols[-1]) + 1 + margin), min(h, int(rows[-1]) + 1 + margin))
+
+
+def matting_alpha(image: np.ndarray, trimap: np.ndarray, *, max_side: int = MATTING_MAX_SIDE,
+                  foreground: bool = True) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Closed-form alpha for the unknown pixels of ``trimap`` (and, with ``foreground``, the
+    multi-level foreground colours); ``image`` is float ``H×W×3`` in [0, 1].
+
+    Returns ``(alpha float32 H×W, foreground float32 H×W×3 or None)``, or None when the trimap
+    has no unknown pixels, no sure foreground or no sure background (nothing to solve).
+    Work is limited to the bounding box of the unknown band (exact) and, above ``max_side``
+    pixels, to a reduced copy of that box whose alpha is upsampled into the band.
+    """
+    if not _trimap_usable(trimap):
+        return None
+    with _MATTING_LOCK:
+        return _matting_alpha_locked(image, trimap, max_side, foreground)
+
+
+def _matting_alpha_locked(image: np.ndarray, trimap: np.ndarray, max_side: int,
+                          foreground: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+    estimate_alpha_cf, estimate_foreground_ml = _import_pymatting()
+    unknown = (trimap > 0) & (trimap < 1)
+    left, top, right, bottom = _box(unknown, 4)
+    sub_img = np.ascontiguousarray(image[top:bottom, left:right], dtype=np.float64)
+    sub_tri = trimap[top:bottom, left:right]
+    sub_unknown = unknown[top:bottom, left:right]
+    if not _trimap_usable(sub_tri):  # the band touches no sure region inside its box
+        return None
+    alpha = trimap.astype(np.float32)
+    chatter = io.StringIO()
+    try:
+        # pymatting prints a "PERFORMANCE WARNING" to stdout when its preconditioner needs a
+        # shift; stdout may be the output stream (``u2seg remove - > cutout.png``), so log it.
+        with contextlib.redirect_stdout(chatter):
+            solved = _solve_alpha(estimate_alpha_cf, sub_img, sub_tri, max_side)
+    except ValueError as exc:  # pymatting's own trimap checks, preconditioner failure
+        log.warning("alpha matting skipped: %s", exc)
+        return None
+    finally:
+        if chatter.getvalue().strip():
+            log.debug("pymatting: %s", " ".join(chatter.getvalue().split()))
+    if solved is None:
+        return None
+    region = alpha[top:bottom, left:right]
+    region[sub_unknown] = np.clip(solved[sub_unknown], 0.0, 1.0)
+    fg = None
+    if foreground:
+        # Colours only matter where alpha is neither 0 nor 1 (elsewhere they are the image's or
+        # invisible), so the box of the unknown band suffices.
+        fg = image.astype(np.float32, copy=True)
+        sub_fg = estimate_foreground_ml(sub_img.astype(np.float32), region.astype(np.float32))
+        fg[top:bottom, left:right] = np.clip(sub_fg, 0.0, 1.0)
+        # The estimate is regularised (smooth), so it drifts from the picture even where alpha
+        # is 1 (up to ~40/255 on coffee.jpg): opaque pixels keep their own colour.
+        opaque = alpha >= 1.0
+        fg[opaque] = image[opaque]
+    return alpha, fg
+
+
+def _solve_alpha(estimate_alpha_cf, sub_img: np.ndarray, sub_tri: np.ndarray,
+                 max_side: int) -> np.ndarray | None:
+    """Closed-form alpha of the box, at full size or reduced to ``max_side`` and upsampled."""
+    h, w = sub_tri.shape
+    long_side = max(h, w)
+    if long_side <= max_side:
+        return estimate_alpha_cf(sub_img, sub_tri).astype(np.float32)
+    scale = max_side / long_side
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small_img = cv2.resize(sub_img, size, interpolation=cv2.INTER_AREA)
+    small_tri = cv2.resize(sub_tri, size, interpolation=cv2.INTER_AREA)
+    # A block that mixes regions becomes unknown: sure stays sure only where all of it was.
+    small_tri = np.where(small_tri >= 1 - 1e-9, 1.0, np.where(small_tri <= 1e-9, 0.0, 0.5))
+    if not _trimap_usable(small_tri):
+        return None
+    small_alpha = estimate_alpha_cf(np.clip(small_img, 0.0, 1.0), small_tri)
+    return cv2.resize(small_alpha.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+# --------------------------------------------------------------------------- decontamination
+
+
+def _weighted_blur(values: np.ndarray, weights: np.ndarray, r: int) -> np.ndarray:
+    """Box-blurred ``values`` (H×W×3) weighted by ``weights`` (H×W): a local weighted mean."""
+    return cv2.blur(values * weights[..., None], (r, r)) / (cv2.blur(weights, (r, r))[..., None] + 1e-5)
+
+
+def estimate_foreground_blur(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Foreground colours by blur fusion (Forte & Pitié 2021): float32 ``H×W×3`` in [0, 1].
+
+    ``F = F̂ + α (I − α F̂ − (1 − α) B̂)`` with F̂, B̂ local means of the foreground and background
+    colours, in two passes (a wide box blur, then a narrow one; radii 90 and 6 px at 2000 px,
+    as in the paper, in proportion to the image). One change: the first pass weights the means
+    by α⁴ and (1 − α)⁴ instead of α and 1 − α, so they draw on nearly sure pixels rather than on
+    the contaminated band itself. Measured against pymatting's ``estimate_foreground_ml`` on the
+    soft pixels of four scikit-image photos this is as close or closer (mean 8.9, 16.3, 9.0,
+    17.4 /255 vs 8.3, 19.3, 10.4, 20.3 for the paper's weights; the picture itself is 31–43
+    /255 off), and an exact red-over-blue mixture comes out ≥ 0.93 red instead of ≥ 0.76.
+    Where alpha is 1 the result is the image.
+    """
+    img = image.astype(np.float32, copy=False)
+    a = alpha.astype(np.float32, copy=False)
+    a3 = a[..., None]
+    long_side = max(a.shape)
+    r1 = max(9, round(long_side * 0.045))
+    r2 = max(3, round(long_side * 0.003))
+    F_mean = _weighted_blur(img, a ** 4, r1)
+    B_mean = _weighted_blur(img, (1 - a) ** 4, r1)
+    F = np.clip(F_mean + a3 * (img - a3 * F_mean - (1 - a3) * B_mean), 0.0, 1.0)
+    F_mean = _weighted_blur(F, a, r2)
+    F = np.clip(F_mean + a3 * (img - a3 * F_mean - (1 - a3) * B_mean), 0.0, 1.0)
+    opaque = a >= 1.0
+    F[opaque] = img[opaque]
+    return F
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def _refine(image: Image.Image, prob: np.ndarray, options: RefineOptions,
+            want_colours: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(alpha float32 H×W, foreground colours float32 H×W×3 or None)."""
+    p = _as_probability(prob, image.size)
+    if options.threshold is not None:
+        p = (p >= options.threshold).astype(np.float32)
+    if not (options.post_process_mask or options.alpha_matting):
+        return p, None
+    mask = _to_u8(p)
+    if options.post_process_mask:
+        mask = post_process_mask(mask)
+    alpha = mask.astype(np.float32) / 255.0
+    if not options.alpha_matting:
+        return alpha, None
+    trimap = build_trimap(mask, options.fg_threshold, options.bg_threshold, options.erode_size)
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    result = matting_alpha(rgb, trimap, max_side=MATTING_MAX_SIDE, foreground=want_colours)
+    if result is None:
+        log.info("alpha matting: the trimap has no unknown band or no sure region; using the mask")
+        return alpha, None
+    return result
+
+
+def refine_alpha(image: Image.Image, prob: np.ndarray,
+                 options: RefineOptions = RefineOptions()) -> np.ndarray:
+    """The final alpha, float32 ``H×W`` in [0, 1] (threshold, post-processing and matting
+    applied; not multiplied by the image's own alpha). ``prob`` is float in [0, 1] or uint8."""
+    image = _as_image(image)
+    alpha, _ = _refine(image, prob, options, want_colours=False)
+    return alpha
+
+
+def crop_box(alpha: np.ndarray, margin: int = 0) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of ``alpha > 0`` grown by ``margin`` and clipped to the
+    array; the whole array when nothing is above zero."""
+    box = _box(np.asarray(alpha) > 0, margin)
+    h, w = np.asarray(alpha).shape[:2]
+    return box if box is not None else (0, 0, w, h)
+
+
+def _cover(background: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``background`` scaled (aspect kept) to cover ``size`` and centre-cropped to it."""
+    bw, bh = background.size
+    w, h = size
+    scale = max(w / bw, h / bh)
+    new = (max(w, math.ceil(bw * scale - 1e-6)), max(h, math.ceil(bh * scale - 1e-6)))
+    resized = background if new == (bw, bh) else background.resize(new, Image.Resampling.LANCZOS)
+    left, top = (new[0] - w) // 2, (new[1] - h) // 2
+    return resized.crop((left, top, left + w, top + h))
+
+
+@dataclass(frozen=True)
+class Refined:
+    """Everything :func:`refine` computed: ``output`` is what :func:`refine_output` returns;
+    ``alpha`` (float32 H×W) and ``mask`` (``L``, full size, not cropped) are the refined
+    segmentation; ``box`` is the (left, top, right, bottom) the output was cropped to (the whole
+    image without ``crop``). Front ends that show the mask next to the output use this to run
+    the refinement (matting included) once."""
+
+    output: Image.Image
+    mask: Image.Image
+    alpha: np.ndarray
+    box: tuple[int, int, int, int]
+
+
+def refine(image: Image.Image, prob: np.ndarray, options: RefineOptions = RefineOptions()) -> Refined:
+    """Like :func:`refine_output`, returning the refined mask and alpha as well."""
+    if not isinstance(options, RefineOptions):
+        raise TypeError(f"options must be a RefineOptions, not {type(options).__name__}")
+    image = _as_image(image)
+    want_colours = not options.only_mask
+    alpha, fg = _refine(image, prob, options, want_colours)
+    mask8 = _to_u8(alpha)
+    mask = Image.fromarray(mask8, mode="L")
+    whole = (0, 0, *image.size)
+
+    if options.only_mask:
+        box = crop_box(mask8, options.crop_margin) if options.crop else whole
+        output = mask.crop(box) if box != whole else mask.copy()
+        return Refined(output, mask, alpha, box)
+
+    if fg is None and options.decontaminate:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        fg = estimate_foreground_blur(rgb, alpha)
+    colours = _to_u8(fg) if fg is not None else np.asarray(image.convert("RGB"))
+    a8 = mask8
+    if image.mode == "RGBA":
+        own = np.asarray(image.getchannel("A"), dtype=np.uint16)
+        a8 = ((a8.astype(np.uint16) * own + 127) // 255).astype(np.uint8)
+    rgba = np.dstack([colours, a8])
+    box = crop_box(a8, options.crop_margin) if options.crop else whole
+    cutout = Image.fromarray(np.ascontiguousarray(rgba[_slices(box)]), mode="RGBA")
+
+    if options.bgcolor is not None:
+        under = Image.new("RGBA", cutout.size, options.bgcolor)
+        output = Image.alpha_composite(under, cutout)
+        if options.bgcolor[3] == 255:
+            output = output.convert("RGB")
+    elif options.background is not None:
+        under = _cover(options.background, cutout.size).convert("RGBA")
+        output = Image.alpha_composite(under, cutout)
+        if under.getchannel("A").getextrema()[0] == 255:
+            output = output.convert("RGB")
+    else:
+        output = cutout
+    return Refined(output, mask, alpha, box)
+
+
+def refine_output(image: Image.Image, prob: np.ndarray,
+                  options: RefineOptions = RefineOptions()) -> Image.Image:
+    """The final output: the ``L`` mask (``only_mask``), the RGBA cutout, or the cutout
+    composited over ``bgcolor`` / ``background`` (RGB when opaque, else RGBA).
+
+    ``image`` is a PIL image (what :func:`u2seg.infer.load_image` returns); ``prob`` the
+    Predictor's float ``H×W`` map at the image's size (uint8 is accepted too).
+    """
+    return refine(image, prob, options).output
+
+
+def _slices(box: tuple[int, int, int, int]) -> tuple[slice, slice]:
+    left, top, right, bottom = box
+    return slice(top, bottom), slice(left, right)
