@@ -158,3 +158,15 @@ def test_int8_export_reports_fidelity_on_held_out_images(tmp_path, network, coff
 def test_int8_backend_stays_close_to_fp32(use_pretrained_home, network, inputs, reference):
     out = create_backend(network, backend="openvino", precision="int8").run(inputs)
     assert _mask_mae(out, reference) < 8
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime", "openvino"])
+def test_backends_run_from_several_threads(use_pretrained_home, network, inputs, reference, name):
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = create_backend(network, backend=name)
+    assert backend.thread_safe
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: backend.run(inputs[i % 2:i % 2 + 1]), range(8)))
+    for i, out in enumerate(results):
+        assert np.abs(out - reference[i % 2:i % 2 + 1]).max() <= 1e-4

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,9 +33,12 @@ PRECISIONS = ("fp32", "bf16", "int8")
 
 
 class Backend(Protocol):
+    """``run`` may be called from several threads at once (every backend here allows it)."""
+
     name: str
     precision: str
     num_classes: int
+    thread_safe: bool
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -53,6 +57,7 @@ class TorchBackend:
     """Eager PyTorch, channels-last; bf16 autocast on CPUs that have bf16 instructions, CUDA when present."""
 
     name = "torch"
+    thread_safe = True
 
     def __init__(self, model: "nn.Module", *, device: "str | torch.device | None" = None,
                  precision: str = "fp32", threads: int | None = None) -> None:
@@ -99,6 +104,7 @@ class OnnxRuntimeBackend:
     """onnxruntime on the CPU (or CUDA with onnxruntime-gpu); fp32 or int8 (static QDQ)."""
 
     name = "onnxruntime"
+    thread_safe = True  # InferenceSession.run is safe to call concurrently
 
     def __init__(self, model: "nn.Module", *, precision: str = "fp32", threads: int | None = None,
                  calibration: Iterable[np.ndarray] | None = None) -> None:
@@ -125,6 +131,7 @@ class OpenVINOBackend:
     """OpenVINO on the CPU: fp32, bf16 (inference precision hint) or int8 (the quantized ONNX)."""
 
     name = "openvino"
+    thread_safe = True  # one infer request per thread (a request serves one call at a time)
 
     def __init__(self, model: "nn.Module", *, precision: str = "fp32", threads: int | None = None,
                  calibration: Iterable[np.ndarray] | None = None) -> None:
@@ -139,13 +146,16 @@ class OpenVINOBackend:
             config["INFERENCE_NUM_THREADS"] = threads
         network = core.read_model(_onnx_for(model, precision, calibration))
         self.compiled = core.compile_model(network, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self._local = threading.local()
         self.precision = precision
         self.num_classes = int(getattr(model, "num_classes", 1))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        # One request object: results must be copied out before the next call reuses its buffers.
-        result = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        result = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        # The request reuses its output buffer on the next call: copy the result out.
         return np.array(result[self.compiled.output(0)], copy=True)
 
 
