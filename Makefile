@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.u2seg-installed
 
-.PHONY: setup demo test lint compare-rembg clean
+.PHONY: setup browser demo test lint compare-rembg clean
 
 # torch is pinned and installed on its own with pip: 2.13.0 is the local CPU wheel, whereas an
 # unpinned torch pulled in by a dependency would be a multi-GB CUDA build.
@@ -23,7 +23,13 @@ demo: setup
 	$(VENV)/bin/u2seg remove demo-output/inputs -o demo-output/masks --only-mask --overwrite
 	@echo "demo-output/: inputs/ (from scikit-image), cutouts/ (RGBA PNG), masks/ (8-bit PNG)"
 
-test: setup
+# The web page's test drives Debian's Chromium (never a downloaded browser build).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	    { echo "the web-page test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; }
+
+test: setup browser
 	$(PY) -m pytest
 
 lint: setup

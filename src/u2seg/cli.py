@@ -31,6 +31,19 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only-mask", "-om", action="store_true", help="write the 8-bit mask instead of a cutout")
     p.add_argument("--bgcolor", "-bgc", nargs=4, type=int, metavar=("R", "G", "B", "A"),
                    help="composite the cutout over this colour")
+    p.add_argument("--bg-image", type=Path, metavar="PATH", help="composite the cutout over this picture")
+    p.add_argument("--alpha-matting", "-a", action="store_true", help="refine edges with alpha matting (pymatting)")
+    p.add_argument("--alpha-matting-foreground-threshold", "-af", type=int, default=240, metavar="N",
+                   help="matting: mask ≥ N (0…255) is sure foreground (default 240)")
+    p.add_argument("--alpha-matting-background-threshold", "-ab", type=int, default=10, metavar="N",
+                   help="matting: mask ≤ N is sure background (default 10)")
+    p.add_argument("--alpha-matting-erode-size", "-ae", type=int, default=10, metavar="N",
+                   help="matting: erode the sure regions by N pixels (default 10)")
+    p.add_argument("--post-process-mask", "-ppm", action="store_true", help="clean the mask up (opening, smooth edge)")
+    p.add_argument("--threshold", type=float, metavar="T", help="hard mask: probability ≥ T (0…1) is foreground")
+    p.add_argument("--decontaminate", action="store_true", help="estimate the object's colours at soft edges")
+    p.add_argument("--crop", action="store_true", help="crop to the object's bounding box")
+    p.add_argument("--crop-margin", type=int, default=0, metavar="N", help="pixels kept around the box")
     p.add_argument("--model", "-m", help="model name (default: what --weights describes, else u2netp)")
     p.add_argument("--weights", "-w", type=Path, metavar="PATH",
                    help="weights file or folder (.onnx, .pth, .safetensors, u2seg folder)")
@@ -79,14 +92,24 @@ def _calibration_inputs(folder: Path):
     return calibration_inputs(images)
 
 
+def _refine_options(args: argparse.Namespace):
+    from .infer import load_image
+    from .infer.refine import RefineOptions
+
+    return RefineOptions(
+        only_mask=args.only_mask, alpha_matting=args.alpha_matting,
+        fg_threshold=args.alpha_matting_foreground_threshold, bg_threshold=args.alpha_matting_background_threshold,
+        erode_size=args.alpha_matting_erode_size, post_process_mask=args.post_process_mask,
+        threshold=args.threshold, decontaminate=args.decontaminate,
+        bgcolor=tuple(args.bgcolor) if args.bgcolor else None,
+        background=load_image(args.bg_image) if args.bg_image else None,
+        crop=args.crop, crop_margin=args.crop_margin)
+
+
 def _cmd_remove(args: argparse.Namespace) -> int:
     from .infer import encode_image, load_image, plan_outputs, remove_files, render
-    from .infer.postprocess import parse_color
 
-    if args.only_mask and args.bgcolor:
-        raise U2SegError("--bgcolor and --only-mask exclude each other")
-    if args.bgcolor:
-        parse_color(args.bgcolor)
+    options = _refine_options(args)  # bad values fail here, before any work
     stdin = "-" in args.inputs
     if stdin and len(args.inputs) > 1:
         raise U2SegError("'-' (stdin) cannot be combined with other inputs")
@@ -115,13 +138,12 @@ def _cmd_remove(args: argparse.Namespace) -> int:
 
     if stdin:
         image = load_image(sys.stdin.buffer.read(), name="<stdin>")
-        result = render(predictor, image, only_mask=args.only_mask, bgcolor=args.bgcolor)
+        result = render(predictor, image, options)
         sys.stdout.buffer.write(encode_image(result, args.format))
         sys.stdout.buffer.flush()
         return EXIT_OK
 
-    report = remove_files(predictor, plan.tasks, only_mask=args.only_mask, bgcolor=args.bgcolor,
-                          fmt=args.format, batch_size=args.batch_size, workers=args.workers,
+    report = remove_files(predictor, plan.tasks, options, fmt=args.format, batch_size=args.batch_size, workers=args.workers,
                           on_error=lambda line: _err(f"error: {line}"))
     failed = len(report.failed) + len(plan.missing)
     _err(f"wrote {len(report.written)} file(s) to {args.output}" + (f"; {failed} failed" if failed else ""))
@@ -207,6 +229,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED_INPUTS
 
 
+# ------------------------------------------------------------------------------------- apps
+
+def _add_apps(sub: argparse._SubParsersAction) -> None:
+    # The apps own their options (one definition); `u2seg serve --help` shows them.
+    serve = sub.add_parser("serve", help="HTTP service and web page (default http://127.0.0.1:7000/)",
+                           add_help=False)
+    serve.set_defaults(func=lambda a: _run_app("u2seg.apps.server", "main", a.app_args), passthrough=True)
+    gui = sub.add_parser("gui", help="desktop window (PySide6)", add_help=False)
+    gui.set_defaults(func=lambda a: _run_app("u2seg.apps.gui", "run_gui", a.app_args), passthrough=True)
+
+
+def _run_app(module: str, function: str, argv: list[str]) -> int:
+    import importlib
+
+    try:
+        entry = getattr(importlib.import_module(module), function)
+    except ImportError as exc:
+        extra = "gui" if module.endswith("gui") else "server"
+        raise U2SegError(f"{exc.name or exc} is not installed: pip install 'u2seg[{extra}]'") from None
+    return int(entry(argv) or 0)
+
+
 # ------------------------------------------------------------------------------------- models
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -229,12 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remove(sub)
     _add_weights(sub)
     _add_export(sub)
+    _add_apps(sub)
     _add_models(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        args.app_args = rest  # the app parses its own options
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="u2seg: %(message)s")
     try:

@@ -12,8 +12,10 @@ Design:
   start-up (building a backend may write its compiled export to ``$U2SEG_HOME/exports``; that
   then happens before the first request).
 * Decoding, inference, refinement and encoding run in a thread pool of ``max_workers`` threads, off
-  the event loop. Requests beyond that wait in a queue of at most ``max_queue``; past that they get
-  503 with ``Retry-After``, so memory stays bounded however many clients connect. Inference on one
+  the event loop. Requests beyond that wait in a queue of at most ``max_queue`` (uploads being read
+  count); past that they get 503 with ``Retry-After``, so memory stays bounded however many
+  clients connect: at most ``(max_workers + max_queue) × max_upload_bytes`` of request bodies, and
+  decoded images for ``max_workers`` requests only. Inference on one
   model runs one call at a time (a lock), unless its backend declares ``thread_safe = True``: not
   every backend may be called from two threads at once, and on a CPU two calls only share the same
   cores. Decoding, alpha matting and encoding of other requests overlap with it.
@@ -619,21 +621,22 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
         query = dict(request.query_params)
         if len(query) != len(request.query_params.multi_items()):
             raise ApiError(422, "a query parameter is given twice")
-        data, fields, filename = await _read_upload(request, service.max_upload_bytes)
-        params = parse_remove_params({**query, **fields})
-        available = service.available()
-        model = params.model or service.default(available)
-        if model is None:
-            raise ApiError(503, "no model weights are available; fetch some with 'u2seg weights fetch u2netp'")
-        if model not in available:
-            raise ApiError(422, f"unknown model {model!r}; available: {', '.join(available)}")
-        if not data:
-            raise ApiError(400, "empty image")
-        service.check_header(data)
+        # Counted from the start, upload included: at most workers + queue bodies are in memory.
         if service.in_flight >= service.max_workers + service.max_queue:
             raise ApiError(503, "the server is busy; try again shortly", {"Retry-After": "1"})
         service.in_flight += 1
         try:
+            data, fields, filename = await _read_upload(request, service.max_upload_bytes)
+            params = parse_remove_params({**query, **fields})
+            available = service.available()
+            model = params.model or service.default(available)
+            if model is None:
+                raise ApiError(503, "no model weights are available; fetch some with 'u2seg weights fetch u2netp'")
+            if model not in available:
+                raise ApiError(422, f"unknown model {model!r}; available: {', '.join(available)}")
+            if not data:
+                raise ApiError(400, "empty image")
+            service.check_header(data)
             loop = asyncio.get_running_loop()
             body = await loop.run_in_executor(service.executor, service.process, data, params, model,
                                               _label(filename))
@@ -765,16 +768,20 @@ def serve(host: str = "127.0.0.1", port: int = 7000, *, log_level: str = "info",
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m u2seg.apps.server [--host H] [--port P] [--workers N]``."""
+    """``u2seg serve [--host H] [--port P] [--workers N]`` (also ``python -m u2seg.apps.server``)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m u2seg.apps.server", description=main.__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7000)
+    parser = argparse.ArgumentParser(
+        prog="u2seg serve",
+        description="Run the u2seg HTTP service and web page (what `u2seg serve` runs).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=7000, help="default 7000")
     parser.add_argument("--workers", type=int, default=1, help="images processed at once (default 1)")
-    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20)
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
+                        help="largest accepted upload in MiB (default %(default)s)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="largest accepted image, width × height (default %(default)s)")
+    parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     args = parser.parse_args(argv)
     serve(args.host, args.port, log_level=args.log_level, max_workers=args.workers,
           max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels)

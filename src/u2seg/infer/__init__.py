@@ -12,9 +12,10 @@ _LAZY = {
     "Plan": "files", "Task": "files", "plan_outputs": "files",
     "IMAGE_EXTENSIONS": "image_io", "OUTPUT_FORMATS": "image_io", "encode_image": "image_io",
     "load_image": "image_io", "save_image": "image_io",
-    "make_cutout": "postprocess", "parse_color": "postprocess", "probability_to_mask": "postprocess",
+    "parse_color": "postprocess", "probability_to_mask": "postprocess",
+    "RefineOptions": "refine", "refine_output": "refine",
     "Predictor": "predictor", "Preprocessing": "predictor",
-    "FilesReport": "removal", "remove": "removal", "remove_files": "removal", "render": "removal", "compose": "removal",
+    "FilesReport": "removal", "remove": "removal", "remove_files": "removal", "render": "removal",
 }
 
 __all__ = sorted(_LAZY)

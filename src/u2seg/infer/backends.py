@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import threading
+import queue
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
@@ -131,7 +131,7 @@ class OpenVINOBackend:
     """OpenVINO on the CPU: fp32, bf16 (inference precision hint) or int8 (the quantized ONNX)."""
 
     name = "openvino"
-    thread_safe = True  # one infer request per thread (a request serves one call at a time)
+    thread_safe = True  # a request serves one call at a time: concurrent calls take one each
 
     def __init__(self, model: "nn.Module", *, precision: str = "fp32", threads: int | None = None,
                  calibration: Iterable[np.ndarray] | None = None) -> None:
@@ -146,17 +146,23 @@ class OpenVINOBackend:
             config["INFERENCE_NUM_THREADS"] = threads
         network = core.read_model(_onnx_for(model, precision, calibration))
         self.compiled = core.compile_model(network, "CPU", config)
-        self._local = threading.local()
+        # Idle infer requests; not thread-locals, which break in threads that Qt or other C++
+        # pools create and whose Python thread state is torn down after every task.
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self.precision = precision
         self.num_classes = int(getattr(model, "num_classes", 1))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        result = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-        # The request reuses its output buffer on the next call: copy the result out.
-        return np.array(result[self.compiled.output(0)], copy=True)
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            result = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+            # The request reuses its output buffer on the next call: copy the result out.
+            return np.array(result[self.compiled.output(0)], copy=True)
+        finally:
+            self._idle.put(request)
 
 
 _ENGINES: dict[str, tuple[str, Callable[..., Backend]]] = {

@@ -19,7 +19,7 @@ from torch import nn
 from ..weights import load_network
 from .backends import Backend, create_backend
 from .image_io import load_image
-from .postprocess import make_cutout, probability_to_mask
+from .postprocess import probability_to_mask
 from .resize import RESAMPLE_METHODS, resize_map, resize_rgb
 
 __all__ = ["Preprocessing", "Predictor", "ImageInput"]
@@ -148,6 +148,9 @@ class Predictor:
         return probability_to_mask(self.predict(image))
 
     def cutout(self, image: ImageInput, *, bgcolor: Sequence[int] | None = None) -> Image.Image:
-        """RGBA cutout: the image with the mask as alpha, optionally over a background colour."""
+        """RGBA cutout: the image with the mask as alpha, optionally over a background colour.
+        For matting, cropping and the rest, see :func:`u2seg.infer.refine.refine_output`."""
+        from .refine import RefineOptions, refine_output
+
         picture = load_image(image)
-        return make_cutout(picture, probability_to_mask(self.predict(picture)), bgcolor=bgcolor)
+        return refine_output(picture, self.predict(picture), RefineOptions(bgcolor=bgcolor))

@@ -61,7 +61,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import U2SegError
-from .postprocess import parse_color
+from .image_io import load_image
+from .postprocess import parse_color, to_uint8
 
 __all__ = [
     "RefineOptions", "Refined", "refine", "refine_output", "refine_alpha", "build_trimap", "matting_alpha",
@@ -129,7 +130,7 @@ class RefineOptions:
                 raise ValueError(f"threshold must be None or a number within 0..1, got {t!r}")
             object.__setattr__(self, "threshold", float(t))
         if self.bgcolor is not None:
-            if isinstance(self.bgcolor, (str, bytes)) or not isinstance(self.bgcolor, Sequence):
+            if isinstance(self.bgcolor, (str, bytes)) or not isinstance(self.bgcolor, (Sequence, np.ndarray)):
                 raise ValueError(f"bgcolor must be 3 or 4 integers in 0..255 (R G B [A]), got {self.bgcolor!r}")
             try:
                 color = parse_color(self.bgcolor)
@@ -172,10 +173,6 @@ def _as_probability(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return p.astype(np.float32) / 255.0
     p = np.nan_to_num(p.astype(np.float32, copy=False), nan=0.0)
     return np.clip(p, 0.0, 1.0)
-
-
-def _to_u8(values: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- mask clean-up
@@ -370,7 +367,7 @@ def _refine(image: Image.Image, prob: np.ndarray, options: RefineOptions,
         p = (p >= options.threshold).astype(np.float32)
     if not (options.post_process_mask or options.alpha_matting):
         return p, None
-    mask = _to_u8(p)
+    mask = to_uint8(p)
     if options.post_process_mask:
         mask = post_process_mask(mask)
     alpha = mask.astype(np.float32) / 255.0
@@ -434,7 +431,7 @@ def refine(image: Image.Image, prob: np.ndarray, options: RefineOptions = Refine
     image = _as_image(image)
     want_colours = not options.only_mask
     alpha, fg = _refine(image, prob, options, want_colours)
-    mask8 = _to_u8(alpha)
+    mask8 = to_uint8(alpha)
     mask = Image.fromarray(mask8, mode="L")
     whole = (0, 0, *image.size)
 
@@ -446,7 +443,7 @@ def refine(image: Image.Image, prob: np.ndarray, options: RefineOptions = Refine
     if fg is None and options.decontaminate:
         rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         fg = estimate_foreground_blur(rgb, alpha)
-    colours = _to_u8(fg) if fg is not None else np.asarray(image.convert("RGB"))
+    colours = to_uint8(fg) if fg is not None else np.asarray(image.convert("RGB"))
     a8 = mask8
     if image.mode == "RGBA":
         own = np.asarray(image.getchannel("A"), dtype=np.uint16)
@@ -461,7 +458,7 @@ def refine(image: Image.Image, prob: np.ndarray, options: RefineOptions = Refine
         if options.bgcolor[3] == 255:
             output = output.convert("RGB")
     elif options.background is not None:
-        under = _cover(options.background, cutout.size).convert("RGBA")
+        under = _cover(load_image(options.background), cutout.size).convert("RGBA")
         output = Image.alpha_composite(under, cutout)
         if under.getchannel("A").getextrema()[0] == 255:
             output = output.convert("RGB")

@@ -17,10 +17,10 @@ from PIL import Image
 from ..errors import ImageReadError
 from .files import Task
 from .image_io import load_image, save_image
-from .postprocess import make_cutout, probability_to_mask
 from .predictor import ImageInput, Predictor
+from .refine import RefineOptions, refine_output
 
-__all__ = ["remove", "render", "compose", "remove_files", "FilesReport"]
+__all__ = ["remove", "render", "remove_files", "FilesReport"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -28,30 +28,23 @@ def _cached_predictor(model: str | None, weights: str | None, size: int | None) 
     return Predictor(model, weights=weights, size=size)
 
 
-def compose(image: Image.Image, prob: np.ndarray, *, only_mask: bool = False,
-            bgcolor: Sequence[int] | None = None) -> Image.Image:
-    """The output for an image and its probability map: an ``L`` mask or an RGBA cutout."""
-    mask = probability_to_mask(prob)
-    return mask if only_mask else make_cutout(image, mask, bgcolor=bgcolor)
-
-
-def render(predictor: Predictor, image: Image.Image, *, only_mask: bool = False,
-           bgcolor: Sequence[int] | None = None) -> Image.Image:
-    """Predict and compose the output for one loaded image."""
-    return compose(image, predictor.predict(image), only_mask=only_mask, bgcolor=bgcolor)
+def render(predictor: Predictor, image: Image.Image, options: RefineOptions = RefineOptions()) -> Image.Image:
+    """Predict and refine the output for one loaded image."""
+    return refine_output(image, predictor.predict(image), options)
 
 
 def remove(image: ImageInput, *, model: str | None = None, weights: str | Path | None = None,
-           size: int | None = None, only_mask: bool = False, bgcolor: Sequence[int] | None = None,
-           predictor: Predictor | None = None) -> Image.Image:
+           size: int | None = None, predictor: Predictor | None = None, **options) -> Image.Image:
     """Remove the background of ``image`` (path, bytes, PIL image or array).
 
-    Returns an RGBA cutout, or the 8-bit mask with ``only_mask=True``. The predictor for a given
-    (model, weights, size) is built once per process and reused.
+    Returns an RGBA cutout, or the 8-bit mask with ``only_mask=True``; the other keywords are
+    :class:`~u2seg.infer.refine.RefineOptions` (``alpha_matting``, ``bgcolor``, ``crop`` …).
+    The predictor for a given (model, weights, size) is built once per process and reused.
     """
+    refine_options = RefineOptions(**options)  # validate before loading anything
     if predictor is None:
         predictor = _cached_predictor(model, None if weights is None else str(weights), size)
-    return render(predictor, load_image(image), only_mask=only_mask, bgcolor=bgcolor)
+    return render(predictor, load_image(image), refine_options)
 
 
 @dataclass
@@ -71,8 +64,8 @@ def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, depth: in
         yield pending.popleft()
 
 
-def remove_files(predictor: Predictor, tasks: Sequence[Task], *, only_mask: bool = False,
-                 bgcolor: Sequence[int] | None = None, fmt: str = "png", batch_size: int = 1,
+def remove_files(predictor: Predictor, tasks: Sequence[Task], options: RefineOptions = RefineOptions(), *,
+                 fmt: str = "png", batch_size: int = 1,
                  workers: int | None = None, on_error: Callable[[str], None] | None = None,
                  progress: bool | None = None) -> FilesReport:
     """Process planned tasks (see :func:`u2seg.infer.files.plan_outputs`) as a pipeline.
@@ -104,7 +97,7 @@ def remove_files(predictor: Predictor, tasks: Sequence[Task], *, only_mask: bool
 
     def finish(task: Task, image: Image.Image, probs: np.ndarray) -> Path:
         prob = predictor.postprocess(probs, image.size)
-        return save_image(compose(image, prob, only_mask=only_mask, bgcolor=bgcolor), task.output, fmt=fmt)
+        return save_image(refine_output(image, prob, options), task.output, fmt=fmt)
 
     writes: deque[tuple[Task, Future]] = deque()
 

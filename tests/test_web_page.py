@@ -1,0 +1,120 @@
+"""The web page at / in headless Chromium (Debian's chromium, driven by Playwright), against a real
+uvicorn server on 127.0.0.1 with the real pretrained U²-Net-P.
+
+Needs ``apt-get install chromium`` and ``pip install playwright`` (no ``playwright install``: the
+system browser is used). Skipped when either is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sync_api = pytest.importorskip("playwright.sync_api")
+uvicorn = pytest.importorskip("uvicorn")
+
+from u2seg.apps.server import create_app  # noqa: E402
+
+CHROMIUM = os.environ.get("U2SEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-background-networking", "--disable-gpu",
+                 "--no-first-run", "--disable-component-update", "--disable-sync"]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshots" / "web.png"
+
+# No silent skip: `make test` and .ci/run install Debian's chromium; without it this test fails.
+assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: apt-get install chromium (make test does, as root)"
+
+
+@pytest.fixture
+def server_url(use_pretrained_home, predictor):
+    """uvicorn serving create_app() on a free loopback port, in a thread; stopped afterwards."""
+    app = create_app(predictor_factory=lambda name: predictor)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def test_page_flow(server_url, tmp_path, coffee):
+    photo = tmp_path / "coffee.jpg"
+    Image.fromarray(coffee).save(photo, "JPEG", quality=92)
+    requested: list[str] = []
+    problems: list[str] = []
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1360, "height": 820}, accept_downloads=True,
+                                          color_scheme="light")
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.on("request", lambda r: requested.append(r.url))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+
+            page.goto(server_url + "/")
+            page.wait_for_function("() => document.getElementById('model-info').textContent.includes('u2netp')")
+            page.set_input_files("#file-input", str(photo))
+            page.wait_for_function("() => document.body.dataset.runs === '1' && document.body.dataset.state === 'done'")
+
+            sizes = page.evaluate("""() => ['original', 'mask', 'cutout'].map(id => {
+                const img = document.getElementById(id);
+                return [img.naturalWidth, img.naturalHeight, img.getBoundingClientRect().width];
+            })""")
+            for natural_w, natural_h, shown_w in sizes:
+                assert (natural_w, natural_h) == (600, 400) and shown_w > 100
+            assert "Done" in page.inner_text("#status")
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # Hard edge at 0.70: the mask and the cutout's alpha become binary.
+            page.check("#threshold-enable")
+            page.wait_for_function("() => document.body.dataset.runs === '2' && document.body.dataset.state === 'done'")
+            page.locator("#threshold").fill("70")
+            assert page.inner_text("#threshold-value") == "0.70"
+            page.wait_for_function("() => document.body.dataset.runs === '3' && document.body.dataset.state === 'done'")
+
+            with page.expect_download() as info:
+                page.click("#download")
+            download = info.value
+            assert download.suggested_filename == "coffee-cutout.png"
+            saved = tmp_path / download.suggested_filename
+            download.save_as(saved)
+        finally:
+            browser.close()
+
+    cutout = Image.open(saved)
+    assert cutout.format == "PNG" and cutout.mode == "RGBA" and cutout.size == (600, 400)
+    alpha = np.asarray(cutout.getchannel("A"))
+    assert set(np.unique(alpha)) == {0, 255}                      # thresholded
+    assert alpha[160:280, 200:360].mean() > 250 and alpha[:60, 500:].mean() < 5  # cup kept, table gone
+    assert np.array_equal(np.asarray(cutout.convert("RGB"))[alpha == 255],
+                          np.asarray(Image.open(photo).convert("RGB"))[alpha == 255])
+
+    external = [u for u in requested if not u.startswith((server_url, "blob:", "data:"))]
+    assert external == [], external
+    posts = [u for u in requested if u.startswith(server_url + "/api/remove")]
+    assert len(posts) >= 6  # mask + cutout per run
+    assert problems == []
+    with Image.open(SCREENSHOT) as shot:
+        assert shot.width >= 1360
