@@ -51,8 +51,9 @@ print(json.dumps({"seconds": time.perf_counter() - t0}))
 U2SEG_MODES = {
     "u2seg fp32": [],
     "u2seg fp32 fast-resize": ["--resample", "fast"],
-    "u2seg bf16 fast-resize": ["--precision", "bf16", "--resample", "fast"],
-    "u2seg int8 fast-resize": ["--precision", "int8", "--resample", "fast"],
+    "u2seg bf16": ["--precision", "bf16"],
+    "u2seg int8": ["--precision", "int8"],
+    "u2seg int8 compression 1": ["--precision", "int8", "--compression", "1"],
 }
 
 

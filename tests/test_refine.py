@@ -67,7 +67,9 @@ def test_default_output_is_the_plain_cutout(cup):
     out = refine_output(image, prob)
     assert out.mode == "RGBA" and out.size == image.size
     rgba = np.asarray(out)
-    assert np.array_equal(rgba[..., :3], np.asarray(image))
+    visible = rgba[..., 3] > 0
+    assert np.array_equal(rgba[visible, :3], np.asarray(image)[visible])
+    assert not rgba[~visible, :3].any()  # colour under fully transparent pixels is zeroed
     assert np.array_equal(rgba[..., 3], np.rint(prob * 255).astype(np.uint8))
     mask = refine_output(image, prob, RefineOptions(only_mask=True))
     assert mask.mode == "L" and np.array_equal(np.asarray(mask), rgba[..., 3])

@@ -7,11 +7,14 @@ server and GUI reach the network only through :func:`create_backend` and ``Backe
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
 import queue
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 
@@ -23,8 +26,8 @@ if TYPE_CHECKING:  # torch loads only when a backend is built: `u2seg --help` st
     import torch
     from torch import nn
 
-__all__ = ["Backend", "TorchBackend", "OnnxRuntimeBackend", "OpenVINOBackend", "create_backend",
-           "available_backends", "default_device", "BACKENDS", "PRECISIONS"]
+__all__ = ["Backend", "TorchBackend", "OnnxRuntimeBackend", "OpenVINOBackend", "ExportedModel", "create_backend",
+           "resolve_backend", "available_backends", "default_device", "BACKENDS", "PRECISIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,31 @@ def default_device() -> "torch.device":
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _cuda_possible() -> bool:
+    """Whether CUDA could be there, without importing torch on machines with no NVIDIA driver."""
+    if not Path("/proc/driver/nvidia/version").exists() and os.name == "posix":
+        return False
+    return default_device().type == "cuda"
+
+
+def resolve_backend(backend: str = "auto", precision: str = "fp32", device: str | None = None) -> str:
+    """The engine that :func:`create_backend` would use (``auto`` resolved)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if backend != "auto":
+        return backend
+    on_cuda = device.startswith("cuda") if device else _cuda_possible()
+    if on_cuda and precision != "int8":
+        return "torch"
+    installed = available_backends()
+    choices = [b for b in _AUTO_ORDER[precision] if b in installed]
+    if not choices:
+        raise U2SegError(f"no installed backend runs {precision}; install openvino (pip install openvino)")
+    return choices[0]
 
 
 def _installed(module: str) -> bool:
@@ -86,8 +114,26 @@ class TorchBackend:
         return probs.cpu().numpy()
 
 
-def _onnx_for(model: "nn.Module", precision: str, calibration: Iterable[np.ndarray] | None) -> str:
+@dataclass(frozen=True)
+class ExportedModel:
+    """An already exported ONNX file: what the ONNX engines need, without torch."""
+
+    path: Path
+    num_classes: int = 1
+
+
+def _int8_kind(calibration: list[np.ndarray] | None) -> str:
+    if calibration is None:
+        return "int8"
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(x, np.float32).tobytes() for x in calibration))
+    return f"int8-{digest.hexdigest()[:8]}"  # other calibration images, another file
+
+
+def _onnx_for(model: "nn.Module | ExportedModel", precision: str,
+              calibration: Iterable[np.ndarray] | None) -> str:
     """The cached ONNX file (fp32, or int8 calibrated) that the ONNX engines load."""
+    if isinstance(model, ExportedModel):
+        return str(model.path)
     from ..export.cache import cached_export
     from ..export.onnx import export_onnx
 
@@ -96,8 +142,9 @@ def _onnx_for(model: "nn.Module", precision: str, calibration: Iterable[np.ndarr
         return str(fp32)
     from ..export.quantize import default_calibration, quantize_onnx
 
-    return str(cached_export(model, "int8", lambda path: quantize_onnx(
-        fp32, path, calibration if calibration is not None else default_calibration())))
+    inputs = None if calibration is None else list(calibration)
+    return str(cached_export(model, _int8_kind(inputs), lambda path: quantize_onnx(
+        fp32, path, inputs if inputs is not None else default_calibration())))
 
 
 class OnnxRuntimeBackend:
@@ -106,7 +153,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     thread_safe = True  # InferenceSession.run is safe to call concurrently
 
-    def __init__(self, model: "nn.Module", *, precision: str = "fp32", threads: int | None = None,
+    def __init__(self, model: "nn.Module | ExportedModel", *, precision: str = "fp32", threads: int | None = None,
                  calibration: Iterable[np.ndarray] | None = None) -> None:
         if precision == "bf16":
             raise U2SegError("onnxruntime has no bf16 kernels on the CPU; use --backend openvino or torch for bf16")
@@ -133,7 +180,7 @@ class OpenVINOBackend:
     name = "openvino"
     thread_safe = True  # a request serves one call at a time: concurrent calls take one each
 
-    def __init__(self, model: "nn.Module", *, precision: str = "fp32", threads: int | None = None,
+    def __init__(self, model: "nn.Module | ExportedModel", *, precision: str = "fp32", threads: int | None = None,
                  calibration: Iterable[np.ndarray] | None = None) -> None:
         import openvino as ov
 
@@ -180,31 +227,21 @@ def available_backends() -> list[str]:
     return [name for name, (module, _) in _ENGINES.items() if _installed(module)]
 
 
-def create_backend(model: "nn.Module", *, backend: str = "auto", precision: str = "fp32",
+def create_backend(model: "nn.Module | ExportedModel", *, backend: str = "auto", precision: str = "fp32",
                    device: str | None = None, threads: int | None = None,
                    calibration: Iterable[np.ndarray] | None = None) -> Backend:
-    """Build the backend that runs ``model``; ``auto`` picks the fastest one installed."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    on_cuda = (device or str(default_device())).startswith("cuda")
-    if backend == "auto":
-        if on_cuda and precision != "int8":
-            backend = "torch"
-        else:
-            installed = available_backends()
-            choices = [b for b in _AUTO_ORDER[precision] if b in installed]
-            if not choices:
-                raise U2SegError(f"no installed backend runs {precision}; install openvino (pip install openvino)")
-            backend = choices[0]
+    """Build the backend that runs ``model`` (a network, or an :class:`ExportedModel` for the ONNX
+    engines); ``auto`` picks the fastest one installed."""
+    backend = resolve_backend(backend, precision, device)
     module, engine = _ENGINES[backend]
     if not _installed(module):
         raise U2SegError(f"backend {backend!r} needs the {module} package (pip install {module})")
     if backend == "torch":
+        if isinstance(model, ExportedModel):
+            raise TypeError("the torch backend needs the network, not an exported file")
         chosen = engine(model, device=device, precision=precision, threads=threads)
     else:
-        if on_cuda and device is not None and backend == "openvino":
+        if device is not None and device.startswith("cuda") and backend == "openvino":
             raise U2SegError("the openvino backend runs on the CPU; drop --device or use --backend torch")
         chosen = engine(model, precision=precision, threads=threads, calibration=calibration)
     log.info("backend: %s, %s", chosen.name, chosen.precision)

@@ -10,17 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 from PIL import Image
-from torch import nn
-
 from ..weights import load_network
-from .backends import Backend, create_backend
+from .backends import Backend, ExportedModel, create_backend, resolve_backend
 from .image_io import load_image
 from .postprocess import probability_to_mask
 from .resize import RESAMPLE_METHODS, resize_map, resize_rgb
+
+if TYPE_CHECKING:  # torch loads only when a network is needed
+    from torch import nn
 
 __all__ = ["Preprocessing", "Predictor", "ImageInput"]
 
@@ -59,6 +60,23 @@ class Preprocessing:
         return x.transpose(2, 0, 1)
 
 
+def _cached_export(model: str | None, weights: str | Path | None, precision: str) -> tuple[ExportedModel | None, dict]:
+    """The ONNX export of u2seg-folder weights, if one is cached: then no torch is needed at all."""
+    from ..export.cache import export_path, fingerprint
+    from ..weights.cache import resolve_weights
+    from ..weights.folder import read_verified_config
+
+    path = resolve_weights(model, weights)
+    if not path.is_dir():
+        return None, {}
+    config = read_verified_config(path)
+    if not config.get("sha256") or not config.get("num_classes") or (model and config.get("model") != model):
+        return None, {}
+    kind = "int8" if precision == "int8" else "fp32"  # bf16 is a run-time hint on the fp32 graph
+    onnx = export_path(config.get("model"), fingerprint(config["sha256"], config["num_classes"]), kind)
+    return (ExportedModel(onnx, int(config["num_classes"])), config) if onnx.is_file() else (None, {})
+
+
 def _as_size(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return (size, size)
@@ -85,7 +103,7 @@ class Predictor:
         calibration: pre-processed inputs for int8 calibration (default: sample photos).
     """
 
-    def __init__(self, model: str | nn.Module | None = None, *, weights: str | Path | None = None,
+    def __init__(self, model: "str | nn.Module | None" = None, *, weights: str | Path | None = None,
                  size: int | Sequence[int] | None = None, input_norm: InputNorm = "max",
                  output_norm: OutputNorm = "minmax", threshold: float | None = None,
                  resample: str = "lanczos", device: str | None = None,
@@ -96,14 +114,19 @@ class Predictor:
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
         config: dict = {}
-        self.model_name: str | None = None
-        self.network: nn.Module | None = None  # the PyTorch module, when this Predictor built the backend
+        self._source = (model, weights)
+        self._network: "nn.Module | None" = None if model is None or isinstance(model, str) else model
+        self.model_name: str | None = getattr(self._network, "arch", None)
         if isinstance(backend, str):
-            network = load_network(model, weights)
-            config = dict(getattr(network, "weights_config", None) or {})
-            self.model_name = getattr(network, "arch", None)
-            self.network = network
-            backend = create_backend(network, backend=backend, precision=precision, device=device,
+            engine = resolve_backend(backend, precision, device)
+            target, config = None, {}
+            if self._network is None and engine != "torch" and calibration is None:
+                target, config = _cached_export(model, weights, precision)
+            if target is None:  # build (and cache) the export from the network
+                target = self.network
+                config = dict(getattr(target, "weights_config", None) or {})
+            self.model_name = config.get("model") or getattr(target, "arch", None)
+            backend = create_backend(target, backend=engine, precision=precision, device=device,
                                      threads=threads, calibration=calibration)
         self.backend: Backend = backend
         default_size = tuple(config.get("input_size", (320, 320)))
@@ -114,6 +137,13 @@ class Predictor:
             input_norm=input_norm, resample=resample)
         self.output_norm = output_norm
         self.threshold = threshold
+
+    @property
+    def network(self) -> "nn.Module":
+        """The PyTorch module (loaded on first use when the backend started from a cached export)."""
+        if self._network is None:
+            self._network = load_network(*self._source)
+        return self._network
 
     # ------------------------------------------------------------------ core
     def predict(self, image: ImageInput) -> np.ndarray:

@@ -1,15 +1,34 @@
-"""Pretrained weights: the registry, the local cache, downloads and format converters."""
+"""Pretrained weights: the registry, the local cache, downloads and format converters.
 
-from .cache import fetch_weights, is_offline, load_network, resolve_pretrained, u2seg_home, weights_dir
-from .convert import (LoadedWeights, convert_file, infer_architecture, load_model, load_weights_into, read_weights,
-                      save_pretrained, state_dict_from_fused_onnx)
-from .registry import (IMAGENET_MEAN, IMAGENET_STD, PipWheelSource, PretrainedWeights, UrlSource,
-                       default_weights_for, get_weights, list_weights, register_weights)
+Names load on first use: finding and verifying cached weights needs no torch.
+"""
 
-__all__ = [
-    "fetch_weights", "is_offline", "load_network", "resolve_pretrained", "u2seg_home", "weights_dir",
-    "LoadedWeights", "convert_file", "infer_architecture", "load_model", "load_weights_into", "read_weights",
-    "save_pretrained", "state_dict_from_fused_onnx",
-    "IMAGENET_MEAN", "IMAGENET_STD", "PipWheelSource", "PretrainedWeights", "UrlSource",
-    "default_weights_for", "get_weights", "list_weights", "register_weights",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "fetch_weights": "cache", "is_offline": "cache", "load_network": "cache", "resolve_pretrained": "cache",
+    "resolve_weights": "cache", "u2seg_home": "cache", "weights_dir": "cache",
+    "LoadedWeights": "convert", "convert_file": "convert", "infer_architecture": "convert", "load_model": "convert",
+    "load_weights_into": "convert", "read_weights": "convert", "save_pretrained": "convert",
+    "state_dict_from_fused_onnx": "convert",
+    "IMAGENET_MEAN": "registry", "IMAGENET_STD": "registry", "PipWheelSource": "registry",
+    "PretrainedWeights": "registry", "UrlSource": "registry", "default_weights_for": "registry",
+    "get_weights": "registry", "list_weights": "registry", "register_weights": "registry",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

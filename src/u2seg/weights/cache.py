@@ -15,12 +15,17 @@ import logging
 import os
 from pathlib import Path
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import ChecksumError, FetchError, WeightsError, WeightsUnavailableError
+from .folder import read_verified_config
 from .registry import PretrainedWeights, default_weights_for, get_weights
 
-__all__ = ["u2seg_home", "weights_dir", "is_offline", "fetch_weights", "resolve_pretrained", "load_network"]
+if TYPE_CHECKING:  # torch loads only when a network is built
+    from torch import nn
+
+__all__ = ["u2seg_home", "weights_dir", "is_offline", "fetch_weights", "resolve_pretrained", "resolve_weights",
+           "load_network"]
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +45,13 @@ def is_offline() -> bool:
 
 def _cached(directory: Path) -> bool:
     """True when a verified converted copy exists; a corrupt one is removed, not used."""
-    from .convert import CONFIG_FILE, WEIGHTS_FILE, read_weights
+    from .folder import CONFIG_FILE, WEIGHTS_FILE
 
     if not (directory / WEIGHTS_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
         return False
     try:
-        read_weights(directory)
-    except (ChecksumError, WeightsError, ValueError) as exc:
+        read_verified_config(directory)
+    except (ChecksumError, WeightsError) as exc:
         log.warning("%s; fetching again", exc)
         (directory / CONFIG_FILE).unlink(missing_ok=True)
         return False
@@ -55,13 +60,13 @@ def _cached(directory: Path) -> bool:
 
 def fetch_weights(name: str, *, offline: bool | None = None) -> Path:
     """Return the cache folder of pretrained weights ``name``, fetching and converting if needed."""
-    from ..models import create_model
-    from .convert import load_weights_into, save_pretrained
-
     entry: PretrainedWeights = get_weights(name)
     target = weights_dir(name)
     if _cached(target):
         return target
+    from ..models import create_model
+    from .convert import load_weights_into, save_pretrained
+
     offline = is_offline() if offline is None else offline
     how = (f"pass a weights file with --weights PATH (.onnx, .pth or .safetensors), "
            f"or run 'u2seg weights fetch {name}' where {entry.sources[0].describe()} can be reached")
@@ -101,7 +106,15 @@ def resolve_pretrained(model: str, pretrained: bool | str | Path) -> Path:
     raise TypeError(f"pretrained must be False, True or a path, not {type(pretrained).__name__}")
 
 
-def load_network(model: str | nn.Module | None = None, weights: str | Path | None = None) -> nn.Module:
+def resolve_weights(model: str | None = None, weights: str | Path | None = None) -> Path:
+    """Where the weights for (model, weights) are, fetching registry weights if needed (no torch)."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        return path if path.exists() else resolve_pretrained(model or "u2netp", str(weights))
+    return resolve_pretrained(model or "u2netp", True)
+
+
+def load_network(model: "str | nn.Module | None" = None, weights: str | Path | None = None) -> "nn.Module":
     """A ready network from a model name and/or weights (a file, a folder or a registry name).
 
     ``model`` alone loads its registry's pretrained default; ``weights`` alone builds the
@@ -110,12 +123,8 @@ def load_network(model: str | nn.Module | None = None, weights: str | Path | Non
     """
     from .convert import load_model, load_weights_into
 
-    if isinstance(model, nn.Module):
+    if model is not None and not isinstance(model, str):  # a module
         if weights is not None:
             load_weights_into(model, resolve_pretrained(getattr(model, "arch", ""), weights))
         return model
-    if weights is not None:
-        path = Path(weights).expanduser()
-        return load_model(path if path.exists() else resolve_pretrained(model or "u2netp", str(weights)), arch=model)
-    name = model or "u2netp"
-    return load_model(resolve_pretrained(name, True), arch=name)
+    return load_model(resolve_weights(model, weights), arch=model if weights is not None else (model or "u2netp"))

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ChecksumError, WeightsError
+from ..errors import WeightsError
 from ..fileio import write_bytes_atomic
 from .download import sha256_file
+from .folder import CONFIG_FILE, WEIGHTS_FILE, read_verified_config
 
 __all__ = [
     "LoadedWeights", "read_weights", "load_weights_into", "load_model", "save_pretrained",
@@ -29,8 +30,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 FORMAT_VERSION = 1
 _CONFIG_METADATA_KEY = "u2seg_config"
 
@@ -107,14 +106,8 @@ def _read_safetensors(path: Path, config: dict[str, Any] | None = None) -> Loade
 
 
 def _read_pretrained_dir(directory: Path) -> LoadedWeights:
-    weights, config_path = directory / WEIGHTS_FILE, directory / CONFIG_FILE
-    if not weights.is_file() or not config_path.is_file():
-        raise WeightsError(f"{directory}: not a u2seg weights folder (needs {WEIGHTS_FILE} and {CONFIG_FILE})")
-    config = json.loads(config_path.read_text())
-    expected = config.get("sha256")
-    if expected and sha256_file(weights) != expected:
-        raise ChecksumError(f"{weights}: sha256 does not match {CONFIG_FILE}; the file is corrupt and was not used")
-    return _read_safetensors(weights, config)
+    config = read_verified_config(directory)
+    return _read_safetensors(directory / WEIGHTS_FILE, config)
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,7 +286,10 @@ def load_model(path: str | Path, *, arch: str | None = None) -> nn.Module:
         loaded = LoadedWeights(state_dict, {"model": found}, path)
     else:
         loaded = read_weights(path)
-    if arch is None:
+    known = loaded.config
+    if all(known.get(k) for k in ("model", "num_classes", "in_channels")) and arch in (None, known["model"]):
+        arch, num_classes, in_ch = known["model"], known["num_classes"], known["in_channels"]
+    elif arch is None:
         arch, num_classes, in_ch = infer_architecture(loaded.state_dict)
         arch = loaded.arch or arch
     else:
