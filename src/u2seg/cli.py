@@ -73,14 +73,15 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available)")
 
 
-def _predictor(args: argparse.Namespace):
+def _predictor(args: argparse.Namespace, files: int = 1):
     from .infer import Predictor
+    from .infer.removal import network_threads
 
     calibration = None
     if args.precision == "int8" and args.calibration is not None:
         calibration = _calibration_inputs(args.calibration)
     return Predictor(args.model, weights=args.weights, size=args.size, device=args.device,
-                     backend=args.backend, precision=args.precision, threads=args.threads,
+                     backend=args.backend, precision=args.precision, threads=args.threads or network_threads(files, args.precision),
                      resample=args.resample, calibration=calibration)
 
 
@@ -134,7 +135,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         if not plan.tasks:
             return EXIT_FAILED_INPUTS if plan.missing else EXIT_OK
 
-    predictor = _predictor(args)
+    predictor = _predictor(args, files=1 if stdin else len(plan.tasks))
     logging.getLogger(__name__).info("model %s on %s (%s)", predictor.model_name, predictor.backend.name,
                                      predictor.backend.precision)
 

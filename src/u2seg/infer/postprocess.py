@@ -11,8 +11,15 @@ __all__ = ["to_uint8", "probability_to_mask", "parse_color"]
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:
-    """floats in [0, 1] → uint8 0…255, rounded (not truncated) and clipped."""
-    return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """floats in [0, 1] → uint8 0…255, rounded half to even (as ``np.rint``) and clipped."""
+    import cv2
+
+    values = np.asarray(values)
+    if values.dtype not in (np.float32, np.float64) or values.ndim not in (2, 3) or values.size == 0:
+        return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+    # One pass in OpenCV (saturating, rounding) instead of four NumPy temporaries; negative values
+    # are floored first because convertScaleAbs takes absolute values.
+    return cv2.convertScaleAbs(np.maximum(values, 0.0), alpha=255.0)
 
 
 def probability_to_mask(prob: np.ndarray) -> Image.Image:

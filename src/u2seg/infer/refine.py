@@ -171,8 +171,8 @@ def _as_probability(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"prob is {p.shape[1]}×{p.shape[0]} (W×H) but the image is {size[0]}×{size[1]}")
     if p.dtype == np.uint8:
         return p.astype(np.float32) / 255.0
-    p = np.nan_to_num(p.astype(np.float32, copy=False), nan=0.0)
-    return np.clip(p, 0.0, 1.0)
+    p = np.clip(p.astype(np.float32, copy=False), 0.0, 1.0)  # a new array: safe to edit in place
+    return np.nan_to_num(p, copy=False, nan=0.0)
 
 
 # --------------------------------------------------------------------------- mask clean-up
@@ -443,16 +443,16 @@ def refine(image: Image.Image, prob: np.ndarray, options: RefineOptions = Refine
     if fg is None and options.decontaminate:
         rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         fg = estimate_foreground_blur(rgb, alpha)
-    colours = to_uint8(fg) if fg is not None else np.asarray(image.convert("RGB"))
+    colours = to_uint8(fg) if fg is not None else np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
     a8 = mask8
     if image.mode == "RGBA":
         own = np.asarray(image.getchannel("A"), dtype=np.uint16)
         a8 = ((a8.astype(np.uint16) * own + 127) // 255).astype(np.uint8)
-    rgba = np.dstack([colours, a8])
     if options.bgcolor is None and options.background is None:
         # Colour under fully transparent pixels is invisible; zeros make PNGs ~30 % smaller and
-        # ~1.5× faster to encode.
-        rgba[a8 == 0, :3] = 0
+        # ~1.5× faster to encode (OpenCV: one pass, keeping pixels where the mask is non-zero).
+        colours = cv2.bitwise_and(colours, colours, mask=a8)
+    rgba = cv2.merge([*cv2.split(colours), a8]) if colours.ndim == 3 else np.dstack([colours, a8])
     box = crop_box(a8, options.crop_margin) if options.crop else whole
     cutout = Image.fromarray(np.ascontiguousarray(rgba[_slices(box)]), mode="RGBA")
 

@@ -20,7 +20,7 @@ from .image_io import load_image, save_image
 from .predictor import ImageInput, Predictor
 from .refine import RefineOptions, refine_output
 
-__all__ = ["remove", "render", "remove_files", "FilesReport"]
+__all__ = ["remove", "render", "remove_files", "network_threads", "FilesReport"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -45,6 +45,15 @@ def remove(image: ImageInput, *, model: str | None = None, weights: str | Path |
     if predictor is None:
         predictor = _cached_predictor(model, None if weights is None else str(weights), size)
     return render(predictor, load_image(image), refine_options)
+
+
+def network_threads(files: int, precision: str = "fp32") -> int | None:
+    """Threads for the network when processing ``files`` files. With the cheap bf16/int8 networks
+    a folder goes faster when the network keeps to half the cores and decoding/encoding take the
+    other half; fp32 networks dominate the work and want every core (BENCHMARKS.md). ``None``
+    leaves the engine's default (all cores)."""
+    cores = os.cpu_count() or 1
+    return max(1, cores // 2) if files >= 4 and cores > 1 and precision != "fp32" else None
 
 
 @dataclass
@@ -79,7 +88,7 @@ def remove_files(predictor: Predictor, tasks: Sequence[Task], options: RefineOpt
 
     if batch_size < 1:
         raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or min(4, (os.cpu_count() or 1) + 1)
     report = FilesReport()
     show = len(tasks) > 1 if progress is None else progress
     bar = tqdm(total=len(tasks), unit="img", disable=not show, file=sys.stderr, dynamic_ncols=True)
