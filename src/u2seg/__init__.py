@@ -9,12 +9,12 @@ Heavy modules (torch, onnx) load on first use, so ``import u2seg`` stays fast.
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any
 
 # onnxruntime otherwise contacts a remote host on import (and waits ~10 s offline).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from ._lazy import lazy_exports  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -27,15 +27,4 @@ _LAZY = {
 }
 
 __all__ = ["__version__", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'u2seg' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
