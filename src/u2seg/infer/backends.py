@@ -191,8 +191,12 @@ class OpenVINOBackend:
                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        network = core.read_model(_onnx_for(model, precision, calibration))
-        self.compiled = core.compile_model(network, "CPU", config)
+        from ..weights.cache import u2seg_home
+
+        # OpenVINO's model cache keeps the compiled network next to the ONNX exports: later
+        # processes load it instead of compiling again (part of a fast start).
+        config["CACHE_DIR"] = str(u2seg_home() / "exports" / "openvino-cache")
+        self.compiled = core.compile_model(_onnx_for(model, precision, calibration), "CPU", config)
         # Idle infer requests; not thread-locals, which break in threads that Qt or other C++
         # pools create and whose Python thread state is torn down after every task.
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
