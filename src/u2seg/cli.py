@@ -232,6 +232,48 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED_INPUTS
 
 
+# --------------------------------------------------------------------------------------- data
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write a synthetic salient-object dataset (images/ + masks/)")
+    p.add_argument("outdir", type=Path)
+    p.add_argument("--count", type=int, default=200)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--multiclass", action="store_true", help="class-index masks (background + shape types)")
+    p.add_argument("--num-classes", type=int, default=3, help="with --multiclass (2…5)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_synth)
+    s = sub.add_parser("split", help="write train.txt / val.txt (/ test.txt) for images/ + masks/ under ROOT")
+    s.add_argument("root", type=Path)
+    s.add_argument("--ratios", type=float, nargs="+", default=[0.8, 0.2], metavar="R")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--images-dir", default="images")
+    s.add_argument("--masks-dir", default="masks")
+    s.add_argument("--separator", default=" ")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_cmd_split)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synth import make_synthetic_dataset
+
+    out = make_synthetic_dataset(args.outdir, count=args.count, size=args.size, seed=args.seed,
+                                 multiclass=args.multiclass, num_classes=args.num_classes, overwrite=args.overwrite)
+    print(out)
+    return EXIT_OK
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from .data.split import split_dataset
+
+    lists = split_dataset(args.root, tuple(args.ratios), args.seed, images_dir=args.images_dir,
+                          masks_dir=args.masks_dir, separator=args.separator, overwrite=args.overwrite)
+    for name, path in lists.items():
+        print(f"{name}: {path} ({sum(1 for _ in path.open())} pairs)")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------- apps
 
 def _add_apps(sub: argparse._SubParsersAction) -> None:
@@ -276,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remove(sub)
     _add_weights(sub)
     _add_export(sub)
+    _add_data(sub)
     _add_apps(sub)
     _add_models(sub)
     return parser

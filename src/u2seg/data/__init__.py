@@ -1,0 +1,42 @@
+"""Training data: datasets, joint transforms, synthetic data, train/val splits.
+
+    >>> from u2seg.data import FolderPairs, check_dataset, official_train, make_synthetic_dataset
+    >>> root = make_synthetic_dataset("synth", count=200)            # images/*.jpg + masks/*.png
+    >>> train = FolderPairs(root, transform=official_train())        # or FileList, VOCSegmentation
+    >>> check_dataset(train)                                         # raises DatasetError listing problems
+    >>> item = train[0]    # {"image": 3×288×288 float32, "mask": 1×288×288 float32 0/1, "name": "00000"}
+
+Modules: ``datasets`` (FolderPairs, FileList, VOCSegmentation, check_dataset: needs torch),
+``transforms`` (albumentations recipes: official_train, official_eval, letterbox,
+build_transform), ``synth`` (make_synthetic_dataset) and ``split`` (split_dataset). Names load on
+first use: ``import u2seg.data`` and the ``synth`` and ``split`` modules do not import torch.
+"""
+
+from __future__ import annotations
+
+import os
+
+# albumentations otherwise asks PyPI for a newer version on every import (a 2 s wait offline)
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from .._lazy import lazy_exports  # noqa: E402
+
+_LAZY = {
+    # datasets (torch)
+    "DatasetError": "datasets", "FileList": "datasets", "FolderPairs": "datasets",
+    "IGNORE_INDEX": "datasets", "Sample": "datasets", "SegmentationDataset": "datasets",
+    "VOCSegmentation": "datasets", "VOC_CLASSES": "datasets", "binarize": "datasets",
+    "check_dataset": "datasets", "read_image": "datasets", "read_mask": "datasets",
+    # transforms (albumentations)
+    "ImageNorm": "transforms", "JointTransform": "transforms", "TRANSFORMS": "transforms",
+    "build_transform": "transforms", "letterbox": "transforms", "normalize_only": "transforms",
+    "official_eval": "transforms", "official_train": "transforms", "register_transform": "transforms",
+    "resize_mask": "transforms",
+    # synthetic data and splits (no torch)
+    "SHAPES": "synth", "SynthSample": "synth", "class_names": "synth",
+    "make_synthetic_dataset": "synth", "synth_sample": "synth",
+    "Pairing": "split", "pair_folders": "split", "split_dataset": "split",
+}
+
+__all__ = sorted(_LAZY)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
