@@ -87,9 +87,9 @@ def _predictor(args: argparse.Namespace, files: int = 1):
 
 def _calibration_inputs(folder: Path):
     from .export.quantize import calibration_inputs
-    from .infer import plan_outputs
+    from .infer.files import find_images
 
-    images = [t.source for t in plan_outputs([str(folder)], Path("/nonexistent"), overwrite=True).tasks]
+    images, _ = find_images([str(folder)])
     if not images:
         raise U2SegError(f"{folder}: no images to calibrate int8 on")
     return calibration_inputs(images)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .image_io import IMAGE_EXTENSIONS
 
-__all__ = ["Task", "Plan", "plan_outputs"]
+__all__ = ["Task", "Plan", "plan_outputs", "find_images"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -52,6 +52,20 @@ def _expand(argument: str) -> list[tuple[Path, Path]] | None:
         files = [p for p in matches if p.is_file()]
         return [(p, Path(p.stem)) for p in files] or None
     return None
+
+
+def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """The image files that ``inputs`` (files, folders, globs) name, once each, and the
+    arguments that named nothing."""
+    found: dict[Path, Path] = {}
+    missing: list[str] = []
+    for argument in inputs:
+        pairs = _expand(argument)
+        if pairs is None:
+            missing.append(argument)
+        for source, _ in pairs or []:
+            found.setdefault(source.resolve(), source)
+    return list(found.values()), missing
 
 
 def plan_outputs(inputs: Sequence[str], outdir: Path, *, fmt: str = "png",
