@@ -110,3 +110,11 @@ def test_top_level_remove(use_pretrained_home, coffee):
     mask = u2seg.remove(coffee, only_mask=True)
     assert cut.mode == "RGBA" and mask.mode == "L" and mask.size == cut.size
     np.testing.assert_array_equal(np.asarray(cut)[..., 3], np.asarray(mask))
+
+
+def test_a_module_given_with_weights_gets_them(pretrained_home, predictor, coffee):
+    from u2seg import create_model
+
+    untrained = create_model("u2netp")
+    loaded = Predictor(untrained, weights=pretrained_home / "weights" / "u2netp", backend="torch")
+    np.testing.assert_allclose(loaded.predict(coffee), predictor.predict(coffee), atol=1e-4)

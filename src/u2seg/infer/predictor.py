@@ -115,12 +115,14 @@ class Predictor:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
         config: dict = {}
         self._source = (model, weights)
-        self._network: "nn.Module | None" = None if model is None or isinstance(model, str) else model
-        self.model_name: str | None = getattr(self._network, "arch", None)
+        by_name = model is None or isinstance(model, str)
+        # A module given with weights gets them loaded on first use of .network.
+        self._network: "nn.Module | None" = None if by_name or weights is not None else model
+        self.model_name: str | None = getattr(model, "arch", None)
         if isinstance(backend, str):
             engine = resolve_backend(backend, precision, device)
             target, config = None, {}
-            if self._network is None and engine != "torch" and calibration is None:
+            if by_name and engine != "torch" and calibration is None:
                 target, config = _cached_export(model, weights, precision)
             if target is None:  # build (and cache) the export from the network
                 target = self.network
