@@ -50,7 +50,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..errors import U2SegError
-from ..infer.files import Plan, Task
+from ..infer.files import Plan, plan_pairs
 from ..infer.image_io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, load_image, save_image
 from ..infer.refine import RefineOptions, refine
 
@@ -726,23 +726,8 @@ class MainWindow(QMainWindow):
         file, ``folder/<sub-folders>/<name>.<fmt>`` for one found in an opened folder. Two
         pictures that would share an output, or an output that is an opened picture, are
         conflicts (not written); existing outputs are listed apart unless ``overwrite``."""
-        folder = Path(folder)
-        by_output: dict[Path, list[Path]] = {}
-        for picture in self._entries:
-            rel = self._places[picture]
-            by_output.setdefault(folder / rel.with_name(f"{rel.stem}.{fmt}"), []).append(picture)
-        inputs = {p.resolve() for p in self._entries}
-        tasks, conflicts, existing = [], [], []
-        for output, sources in by_output.items():
-            if len(sources) > 1:
-                conflicts.append(f"{', '.join(map(str, sources))} would all write {output}")
-            elif output.resolve() in inputs:
-                conflicts.append(f"{sources[0]}: its output {output} is an input; choose another folder")
-            elif output.exists() and not overwrite:
-                existing.append(Task(sources[0], output))
-            else:
-                tasks.append(Task(sources[0], output))
-        return Plan(tasks, [], conflicts, existing)
+        pairs = [(picture, self._places[picture].with_suffix("")) for picture in self._entries]
+        return plan_pairs(pairs, Path(folder), fmt=fmt, overwrite=overwrite)
 
     def _saved_all(self, report: SaveReport) -> None:
         self.last_save_report = report

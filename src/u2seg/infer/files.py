@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .image_io import IMAGE_EXTENSIONS
 
-__all__ = ["Task", "Plan", "plan_outputs", "find_images"]
+__all__ = ["Task", "Plan", "plan_outputs", "plan_pairs", "find_images"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -70,6 +70,7 @@ def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 def plan_outputs(inputs: Sequence[str], outdir: Path, *, fmt: str = "png",
                  overwrite: bool = False) -> Plan:
+    """Expand ``inputs`` and plan ``OUTDIR/<relative path>.<fmt>`` for each image found."""
     pairs: list[tuple[Path, Path]] = []
     missing: list[str] = []
     for argument in inputs:
@@ -78,10 +79,20 @@ def plan_outputs(inputs: Sequence[str], outdir: Path, *, fmt: str = "png",
             missing.append(argument)
         else:
             pairs.extend(found)
+    plan = plan_pairs(pairs, outdir, fmt=fmt, overwrite=overwrite)
+    plan.missing = missing
+    return plan
+
+
+def plan_pairs(pairs: Sequence[tuple[Path, Path]], outdir: Path, *, fmt: str = "png",
+               overwrite: bool = False) -> Plan:
+    """Plan outputs for ``(source, output path relative to outdir without suffix)`` pairs: two
+    sources sharing an output, or an output that is a source, are conflicts (never written);
+    existing outputs are set apart unless ``overwrite``."""
     # The same file named twice (a folder and a glob inside it) is one task, not a conflict.
     unique: dict[Path, tuple[Path, Path]] = {}
     for source, rel in pairs:
-        unique.setdefault(source.resolve(), (source, rel))
+        unique.setdefault(Path(source).resolve(), (Path(source), Path(rel)))
 
     by_output: dict[Path, list[Path]] = defaultdict(list)
     for source, rel in unique.values():
@@ -92,9 +103,9 @@ def plan_outputs(inputs: Sequence[str], outdir: Path, *, fmt: str = "png",
         if len(sources) > 1:
             conflicts.append(f"{', '.join(map(str, sources))} would all write {output}")
         elif output.resolve() in input_paths:
-            conflicts.append(f"{sources[0]}: its output {output} is an input; choose another -o folder")
+            conflicts.append(f"{sources[0]}: its output {output} is an input; choose another output folder")
         elif output.exists() and not overwrite:
             existing.append(Task(sources[0], output))
         else:
             tasks.append(Task(sources[0], output))
-    return Plan(tasks, missing, conflicts, existing)
+    return Plan(tasks, [], conflicts, existing)
