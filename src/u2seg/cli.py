@@ -274,6 +274,57 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config (see configs/synthetic_demo.yaml)")
+    p.add_argument("config", type=Path, help="the YAML training config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optimizer.lr=1e-4 (repeatable; values are YAML)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                   help="continue from the latest checkpoint in output_dir, or from PATH (after CONFIG)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs and metrics files only)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _add_data_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="check a training config's datasets before training")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="{check}")
+    c = dsub.add_parser("check", help="every problem in the train/val sets, one line per file")
+    c.add_argument("config", type=Path)
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    c.set_defaults(func=_cmd_data_check)
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from .train.config import load_config
+    from .train.trainer import build_dataset
+
+    config = load_config(args.config, args.overrides)
+    problems = 0
+    for split in ("train", "val"):
+        spec = getattr(config.data, split)
+        if spec is None:
+            continue
+        dataset = build_dataset(spec, config.model.num_classes)
+        found = dataset.check()
+        problems += len(found)
+        for line in found:
+            _err(f"error: {split}: {line}")
+        print(f"{split}: {len(dataset)} samples, {len(found)} problem(s)")
+    return EXIT_FAILED_INPUTS if problems else EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from .train.config import load_config
+    from .train.trainer import train
+
+    config = load_config(args.config, args.overrides)
+    result = train(config, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str)) or v is None}, indent=2))
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------- apps
 
 def _add_apps(sub: argparse._SubParsersAction) -> None:
@@ -319,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(sub)
     _add_export(sub)
     _add_data(sub)
+    _add_train(sub)
+    _add_data_check(sub)
     _add_apps(sub)
     _add_models(sub)
     return parser

@@ -1,0 +1,455 @@
+"""Training configuration: a YAML file validated into dataclasses, with ``--set`` overrides.
+
+    >>> cfg = load_config("configs/synthetic_demo.yaml", ["optimizer.lr=5e-4", "iterations=200"])
+    >>> cfg.model.name, cfg.optimizer.lr, cfg.iterations
+    ('u2netp', 0.0005, 200)
+
+Every error is a :class:`ConfigError` that names the file and the key (``data.train.root``):
+unknown keys (with a "did you mean" suggestion), wrong types, missing required keys, missing
+dataset files and folders, and inconsistent values. Relative paths are taken from the current
+working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from ..errors import U2SegError
+
+__all__ = ["ConfigError", "DataConfig", "DatasetConfig", "LossConfig", "ModelConfig", "OptimizerConfig",
+           "ScheduleConfig", "SyntheticConfig", "TrainConfig", "apply_overrides", "config_from_dict",
+           "config_to_dict", "load_config"]
+
+REQUIRED: Any = dataclasses.MISSING
+
+
+class ConfigError(U2SegError):
+    """A training configuration is invalid; the message names the file and the key."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "u2netp"
+    num_classes: int = 1
+    pretrained: bool | str = False
+    in_channels: int = 3
+
+
+@dataclass
+class SyntheticConfig:
+    """Make the dataset with ``make_synthetic_dataset`` when ``root`` does not exist yet."""
+    count: int = 200
+    size: int = 256
+    seed: int = 0
+
+
+@dataclass
+class DatasetConfig:
+    root: str = REQUIRED
+    format: str = "folder"                     # folder | filelist | voc
+    images_dir: str | None = None           # folder: default root/images
+    masks_dir: str | None = None            # folder: default root/masks
+    list_file: str | None = None            # filelist (relative to root or to the cwd)
+    split: str | None = None                # voc: default "train"
+    separator: str = " "                       # filelist
+    transform: str | dict | None = None   # a registry name or {name: ..., options}
+    synthetic: SyntheticConfig | None = None
+
+
+@dataclass
+class DataConfig:
+    train: DatasetConfig = REQUIRED
+    val: DatasetConfig | None = None
+
+
+@dataclass
+class OptimizerConfig:
+    # The official U²-Net settings: Adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+    name: str = "adam"                         # adam | adamw | sgd
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum: float = 0.9                      # sgd only
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"                     # constant | poly | cosine
+    warmup_iters: int = 0                      # linear warm-up from warmup_ratio·lr
+    warmup_ratio: float = 0.0
+    power: float = 0.9                         # poly
+    min_lr: float = 0.0                        # poly, cosine: the final learning rate
+
+
+@dataclass
+class LossConfig:
+    weights: list[float] | None = None      # one per model output; None: all 1 (official)
+    dice_weight: float = 0.0
+    iou_weight: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = REQUIRED
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch_size: int = 12
+    iterations: int | None = None           # give iterations or epochs
+    epochs: float | None = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    precision: str = "fp32"                    # fp32 | bf16 (autocast)
+    device: str = "auto"                       # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    deterministic: bool = False
+    workers: int = 0
+    log_interval: int = 10
+    eval_interval: int = 1000                  # 0: only at the end
+    eval_batch_size: int | None = None      # default batch_size
+    save_interval: int = 1000                  # 0: only at the end (and on Ctrl-C)
+    keep_checkpoints: int = 3                  # 0: keep all
+    preview_interval: int = 0                  # 0: no previews
+    preview_count: int = 4
+    output_dir: str = "runs/train"
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def load_config(path: str | Path, overrides: typing.Sequence[str] = (), *, check_paths: bool = True) -> TrainConfig:
+    """Read a YAML config, apply ``key.sub=value`` overrides (values parsed as YAML), validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys to values, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides, source=str(path))
+    return config_from_dict(raw, source=str(path), check_paths=check_paths)
+
+
+def apply_overrides(raw: dict, overrides: typing.Sequence[str], *, source: str = "config") -> dict:
+    """A copy of ``raw`` with each ``a.b.c=value`` applied (value parsed as YAML; ``a.b=`` → null)."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=1e-4")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+        node = raw
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"--set {item!r}: {where} is a {_kind(child)}, not a section with keys")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict, *, source: str = "config", check_paths: bool = True) -> TrainConfig:
+    """Validate a plain dict (as read from YAML) into a :class:`TrainConfig`."""
+    config = _build(TrainConfig, raw, "", source)
+    _check_values(config, source, check_paths)
+    return config
+
+
+def config_to_dict(config: Any) -> dict:
+    """A plain, YAML/JSON-friendly dict (tuples as lists) of a config dataclass."""
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return plain(config)
+
+
+# --------------------------------------------------------------------------------------------
+# structural validation
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+            dict: "mapping"}.get(type(value), type(value).__name__)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        if origin is tuple:
+            return f"a list of {len(args)} {_describe(args[0])}s"
+        return f"a list of {_describe(args[0])}s"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(tp, str(tp))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _Mismatch
+        # dataclasses first (their errors are the informative ones), then plain types
+        for arg in sorted((a for a in args if a is not type(None)), key=lambda a: not dataclasses.is_dataclass(a)):
+            try:
+                return _convert(value, arg, key, source)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return _build(tp, value, key, source)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
+            return int(value)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise _Mismatch
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        return [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise _Mismatch
+        return tuple(_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+    raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module
+
+
+# names other trainers use (PaddleSeg, mmseg, the official script) → ours, for "did you mean"
+_ALIASES = {
+    "learning_rate": "lr", "base_lr": "lr", "optim": "optimizer", "scheduler": "schedule",
+    "lr_scheduler": "schedule", "lr_schedule": "schedule", "iters": "iterations", "max_iters": "iterations",
+    "total_iters": "iterations", "num_iterations": "iterations", "num_epochs": "epochs", "epoch_num": "epochs",
+    "batch": "batch_size", "batch_size_train": "batch_size", "num_workers": "workers", "save_dir": "output_dir",
+    "out_dir": "output_dir", "work_dir": "output_dir", "output": "output_dir", "arch": "name",
+    "model_name": "name", "classes": "num_classes", "warmup": "warmup_iters", "warmup_steps": "warmup_iters",
+    "amp": "precision", "dtype": "precision", "loss_weights": "weights", "coef": "weights",
+    "train_dataset": "train", "val_dataset": "val", "validation": "val", "dataset_root": "root",
+    "train_path": "list_file", "transforms": "transform", "type": "format",
+}
+
+
+def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    section = prefix or "the top level"
+    for key in raw:
+        if key not in fields:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            alias = _ALIASES.get(str(key).lower())
+            close = [alias] if alias in fields else difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{source}: {where}: unknown key in {section}{hint} "
+                              f"(known: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{source}: {key}: required key is missing")
+            continue
+        value = raw[name]
+        tp = hints[name]
+        try:
+            values[name] = _convert(value, tp, key, source)
+        except _Mismatch:
+            if value is None and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{source}: {key}: required key is empty") from None
+            raise ConfigError(f"{source}: {key}: expected {_describe(tp)}, got {_kind(value)} {value!r}") from None
+    return cls(**values)
+
+
+# --------------------------------------------------------------------------------------------
+# value checks
+
+
+def _choice(value: str, choices: typing.Sequence[str], key: str, source: str) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{source}: {key}: {value!r} is not one of {', '.join(choices)}{hint}")
+
+
+def _positive(value: float | None, key: str, source: str, *, zero: bool = False) -> None:
+    if value is None:
+        return
+    bad = value < 0 if zero else value <= 0
+    if bad or (isinstance(value, float) and not math.isfinite(value)):
+        raise ConfigError(f"{source}: {key}: must be {'≥ 0' if zero else '> 0'}, got {value!r}")
+
+
+def _check_values(c: TrainConfig, source: str, check_paths: bool) -> None:
+    from ..models import list_models
+
+    _choice(c.model.name, list_models(), "model.name", source)
+    if not 1 <= c.model.num_classes <= 255:
+        raise ConfigError(f"{source}: model.num_classes: must be within 1 … 255, got {c.model.num_classes}")
+    _positive(c.model.in_channels, "model.in_channels", source)
+    if isinstance(c.model.pretrained, str) and check_paths:
+        p = Path(c.model.pretrained).expanduser()
+        if not p.exists() and ("/" in c.model.pretrained or p.suffix):
+            raise ConfigError(f"{source}: model.pretrained: {p}: no such weights file or folder")
+    if (c.iterations is None) == (c.epochs is None):
+        which = "both" if c.iterations is not None else "neither"
+        raise ConfigError(f"{source}: iterations, epochs: give exactly one of them ({which} given)")
+    _positive(c.iterations, "iterations", source)
+    _positive(c.epochs, "epochs", source)
+    for key in ("batch_size", "log_interval", "preview_count"):
+        _positive(getattr(c, key), key, source)
+    _positive(c.eval_batch_size, "eval_batch_size", source)
+    for key in ("workers", "eval_interval", "save_interval", "keep_checkpoints", "preview_interval", "seed"):
+        _positive(getattr(c, key), key, source, zero=True)
+    _choice(c.precision, ("fp32", "bf16"), "precision", source)
+    if not (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda")):
+        raise ConfigError(f"{source}: device: expected auto, cpu, cuda or cuda:N, got {c.device!r}")
+    o = c.optimizer
+    _choice(o.name, ("adam", "adamw", "sgd"), "optimizer.name", source)
+    _positive(o.lr, "optimizer.lr", source)
+    _positive(o.eps, "optimizer.eps", source)
+    _positive(o.weight_decay, "optimizer.weight_decay", source, zero=True)
+    _positive(o.momentum, "optimizer.momentum", source, zero=True)
+    if not all(0 <= b < 1 for b in o.betas):
+        raise ConfigError(f"{source}: optimizer.betas: each must lie in [0, 1), got {list(o.betas)}")
+    s = c.schedule
+    _choice(s.name, ("constant", "poly", "cosine"), "schedule.name", source)
+    _positive(s.warmup_iters, "schedule.warmup_iters", source, zero=True)
+    _positive(s.power, "schedule.power", source)
+    _positive(s.min_lr, "schedule.min_lr", source, zero=True)
+    if not 0 <= s.warmup_ratio <= 1:
+        raise ConfigError(f"{source}: schedule.warmup_ratio: must lie in [0, 1], got {s.warmup_ratio}")
+    if s.min_lr > o.lr:
+        raise ConfigError(f"{source}: schedule.min_lr ({s.min_lr}) is above optimizer.lr ({o.lr})")
+    lo = c.loss
+    if lo.weights is not None:
+        if not lo.weights or any(w < 0 or not math.isfinite(w) for w in lo.weights) or not any(lo.weights):
+            raise ConfigError(f"{source}: loss.weights: give finite weights ≥ 0, not all 0, got {lo.weights}")
+        expected = 1 if c.model.name == "unet" else 7
+        if len(lo.weights) != expected:
+            raise ConfigError(f"{source}: loss.weights: {c.model.name} has {expected} outputs, got "
+                              f"{len(lo.weights)} weights")
+    _positive(lo.dice_weight, "loss.dice_weight", source, zero=True)
+    _positive(lo.iou_weight, "loss.iou_weight", source, zero=True)
+    for split in ("train", "val"):
+        d = getattr(c.data, split)
+        if d is not None:
+            _check_dataset(d, f"data.{split}", c.model.num_classes, source, check_paths)
+
+
+def _check_dataset(d: DatasetConfig, key: str, num_classes: int, source: str, check_paths: bool) -> None:
+    _choice(d.format, ("folder", "filelist", "voc"), f"{key}.format", source)
+    allowed = {"folder": ("images_dir", "masks_dir"), "filelist": ("list_file", "separator"), "voc": ("split",)}
+    for option in ("images_dir", "masks_dir", "list_file", "split"):
+        if getattr(d, option) is not None and option not in allowed[d.format]:
+            raise ConfigError(f"{source}: {key}.{option}: not used by format {d.format!r} "
+                              f"(it takes {', '.join(allowed[d.format])})")
+    if d.format == "filelist" and d.list_file is None:
+        raise ConfigError(f"{source}: {key}.list_file: required key is missing (format filelist)")
+    if d.format == "voc" and num_classes < 2:
+        raise ConfigError(f"{source}: {key}.format: voc masks hold class indices; set model.num_classes ≥ 2")
+    if d.synthetic is not None and d.format != "folder":
+        raise ConfigError(f"{source}: {key}.synthetic: only with format folder")
+    if isinstance(d.transform, dict) and "name" not in d.transform:
+        raise ConfigError(f"{source}: {key}.transform: a mapping needs a 'name' key")
+    if d.transform is not None:
+        from ..data import TRANSFORMS
+
+        name = d.transform["name"] if isinstance(d.transform, dict) else d.transform
+        if name != "none":
+            _choice(str(name), sorted(TRANSFORMS), f"{key}.transform" + (".name" if isinstance(d.transform, dict) else ""),
+                    source)
+    if not check_paths:
+        return
+    root = Path(d.root).expanduser()
+    if d.synthetic is not None and not root.exists():
+        return  # made at the start of training
+    if not root.is_dir():
+        what = "not found" if not root.exists() else "is not a folder"
+        raise ConfigError(f"{source}: {key}.root: {root}: dataset folder {what}")
+    if d.format == "folder":
+        for option, default in (("images_dir", "images"), ("masks_dir", "masks")):
+            given = getattr(d, option)
+            folder = _under(root, given) if given is not None else root / default
+            if not folder.is_dir():
+                raise ConfigError(f"{source}: {key}.{option}: {folder}: folder not found")
+    elif d.format == "filelist":
+        listed = Path(d.list_file)
+        if not (listed.is_file() or (not listed.is_absolute() and (root / listed).is_file())):
+            raise ConfigError(f"{source}: {key}.list_file: {d.list_file}: file list not found "
+                              f"(in {root} or the current folder)")
+
+
+def _under(root: Path, given: str) -> Path:
+    """A sub-folder option: relative to the root when it exists there, else as given."""
+    path = Path(given).expanduser()
+    if not path.is_absolute() and (root / path).exists():
+        return root / path
+    return path if path.exists() or path.is_absolute() else root / path

@@ -1,0 +1,647 @@
+"""The training loop: ``train(config) -> final metrics``.
+
+- Data: the config's datasets, checked with ``check_dataset`` before the first step. Batches are
+  a pure function of (seed, step): sample ``p`` of the run (``p = step·batch + j``) is item
+  ``perm_e[p mod n]`` of epoch ``e = p // n``'s permutation, augmented with a seed derived from
+  (seed, p). A resumed run therefore sees exactly the batches the uninterrupted run would have.
+- Model: ``create_model``; ``pretrained`` weights load with ``load_weights_into`` (a head of
+  another ``num_classes`` is skipped and reported in the log and in the result's ``skipped``).
+- Loss ``DeepSupervisionLoss`` (binary for ``num_classes == 1``, else multiclass), Adam (the
+  official settings by default), LambdaLR schedule (warm-up, then constant / poly / cosine).
+- ``output_dir``: ``config.yaml``, ``metrics.jsonl`` (training rows, and ``"kind": "eval"`` rows),
+  ``metrics.csv`` (training rows), ``checkpoints/step_N.pt`` (the last ``keep_checkpoints``),
+  ``best/`` (``save_pretrained`` by maxF, binary, or mIoU, multiclass), ``previews/step_N.png``
+  (image | label | prediction).
+- ``resume=True`` continues from the latest checkpoint in ``output_dir/checkpoints``, a path from
+  that checkpoint. Ctrl-C saves a checkpoint, then re-raises ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import U2SegError
+from ..fileio import write_bytes_atomic
+from .config import DatasetConfig, TrainConfig, _under, config_from_dict, config_to_dict
+
+__all__ = ["build_dataset", "build_schedule", "latest_checkpoint", "train"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+
+
+def build_dataset(d: DatasetConfig, num_classes: int):
+    """A dataset from its config (making the synthetic set first when asked for)."""
+    from ..data import FileList, FolderPairs, VOCSegmentation, build_transform
+
+    root = Path(d.root).expanduser()
+    if d.synthetic is not None and not root.exists():
+        from ..data.synth import make_synthetic_dataset
+
+        log.info("making the synthetic dataset %s (%d images of %d px)", root, d.synthetic.count, d.synthetic.size)
+        make_synthetic_dataset(root, count=d.synthetic.count, size=d.synthetic.size, seed=d.synthetic.seed,
+                               multiclass=num_classes > 1, num_classes=max(num_classes, 2))
+    transform = build_transform(d.transform)
+    if d.format == "folder":
+        if d.images_dir is None and d.masks_dir is None:
+            return FolderPairs(root, num_classes=num_classes, transform=transform)
+        images = _under(root, d.images_dir) if d.images_dir else root / "images"
+        masks = _under(root, d.masks_dir) if d.masks_dir else root / "masks"
+        return FolderPairs(images, masks, num_classes=num_classes, transform=transform)
+    if d.format == "filelist":
+        return FileList(root, d.list_file, separator=d.separator, num_classes=num_classes, transform=transform)
+    return VOCSegmentation(root, d.split or "train", num_classes=num_classes, transform=transform)
+
+
+def build_schedule(config: TrainConfig, total: int):
+    """The learning-rate factor (of ``optimizer.lr``) at step ``t`` (0-based)."""
+    s, lr = config.schedule, config.optimizer.lr
+    floor = s.min_lr / lr
+    warm = s.warmup_iters
+
+    def factor(t: int) -> float:
+        if warm and t < warm:
+            return s.warmup_ratio + (1 - s.warmup_ratio) * t / warm
+        if s.name == "constant":
+            return 1.0
+        span = max(1, total - warm)
+        progress = min(1.0, (t - warm) / span)
+        if s.name == "poly":
+            return floor + (1 - floor) * (1 - progress) ** s.power
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    o = config.optimizer
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise U2SegError(f"device {name!r}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _sample_seed(seed: int, position: int) -> int:
+    return int(np.random.SeedSequence([seed, position]).generate_state(1)[0])
+
+
+class _StepSampler:
+    """Batches of (index, augmentation seed) for steps start … total−1, a function of the seed."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int):
+        self.n, self.batch_size, self.seed, self.start, self.total = n, batch_size, seed, start, total
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _index(self, position: int) -> int:
+        epoch = position // self.n
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n))
+        return int(self._perm[1][position % self.n])
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.total):
+            first = step * self.batch_size
+            yield [(self._index(p), _sample_seed(self.seed, p)) for p in range(first, first + self.batch_size)]
+
+
+class _Seeded(torch.utils.data.Dataset):
+    """Items addressed as (index, seed): the transform's random sequence is reset to ``seed``."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        transform = self.dataset.transform
+        reseed = getattr(transform, "_reseed_in_new_process", None)
+        if reseed is not None:
+            reseed()  # first call in a worker: let it run now, so it does not override our seed
+        pipeline = getattr(transform, "pipeline", None)
+        if callable(pipeline):
+            for binary in (True, False):
+                pipeline(binary).set_random_seed(seed)
+        return self.dataset[index]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest step in ``output_dir/checkpoints``, or None."""
+    folder = Path(output_dir) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := _STEP_FILE.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def _rng_states() -> dict[str, Any]:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return _jsonable(value.item())
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+class _Run:
+    def __init__(self, config: TrainConfig, resume: bool | str | Path | None, progress: bool):
+        self.config = config
+        self.out = Path(config.output_dir).expanduser()
+        self.progress = progress
+        self.resume = resume
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        from ..data import check_dataset
+        from ..models import create_model
+        from .losses import DeepSupervisionLoss
+
+        c = self.config
+        random.seed(c.seed)
+        np.random.seed(c.seed)
+        torch.manual_seed(c.seed)
+        if c.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        self.device = _device(c.device)
+        self.num_classes = c.model.num_classes
+        self.binary = self.num_classes == 1
+
+        self.train_set = build_dataset(c.data.train, self.num_classes)
+        check_dataset(self.train_set)
+        self.val_set = None
+        if c.data.val is not None:
+            self.val_set = build_dataset(c.data.val, self.num_classes)
+            check_dataset(self.val_set)
+        n = len(self.train_set)
+        if c.iterations is not None:
+            self.total = c.iterations
+        else:
+            self.total = max(1, math.ceil(c.epochs * n / c.batch_size))
+
+        torch.manual_seed(c.seed)  # the model's initial weights do not depend on the data checks
+        self.model = create_model(c.model.name, num_classes=self.num_classes, in_channels=c.model.in_channels)
+        self.skipped: list[str] = []
+        if c.model.pretrained not in (False, None):
+            from ..weights import load_weights_into, resolve_pretrained
+
+            path = resolve_pretrained(c.model.name, c.model.pretrained)
+            self.skipped = load_weights_into(self.model, path)
+            if self.skipped:
+                log.warning("fine-tuning from %s: %d tensors of another shape start from scratch: %s",
+                            path, len(self.skipped), ", ".join(self.skipped))
+            else:
+                log.info("loaded all weights from %s", path)
+        self.model.to(self.device)
+        self.loss_fn = DeepSupervisionLoss("binary" if self.binary else "multiclass", weights=c.loss.weights,
+                                           dice_weight=c.loss.dice_weight, iou_weight=c.loss.iou_weight)
+        self.optimizer = _build_optimizer(c, self.model.parameters())
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, build_schedule(c, self.total))
+        self.step = 0
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.last_eval: dict[str, Any] = {}
+        self.last_loss: dict[str, float] = {}
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            self._load_checkpoint()
+        elif latest_checkpoint(self.out) is not None:
+            raise U2SegError(f"{self.out}: holds checkpoints of an earlier run; continue it with --resume, or "
+                             "start afresh in another output_dir (--set output_dir=...) or after deleting it")
+        self.start_step = self.step
+        write_bytes_atomic(_yaml_bytes(config_to_dict(c)), self.out / "config.yaml")
+        self._trim_logs()
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _load_checkpoint(self) -> None:
+        if self.resume is True:
+            path = latest_checkpoint(self.out)
+            if path is None:
+                raise U2SegError(f"{self.out / 'checkpoints'}: no checkpoint to resume from")
+        else:
+            path = Path(self.resume)
+            if path.is_dir():
+                found = latest_checkpoint(path if (path / "checkpoints").is_dir() else path.parent)
+                path = found if found is not None else path
+            if not path.is_file():
+                raise U2SegError(f"{path}: checkpoint not found")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+            raise U2SegError(f"{path}: not a readable u2seg checkpoint ({exc})") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise U2SegError(f"{path}: not a u2seg training checkpoint")
+        saved = state["config"]
+        for key in ("name", "num_classes", "in_channels"):
+            if saved["model"][key] != getattr(self.config.model, key):
+                raise U2SegError(f"{path}: the checkpoint is for model.{key}={saved['model'][key]!r}, "
+                                 f"the config says {getattr(self.config.model, key)!r}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.best, self.best_step = state.get("best"), state.get("best_step")
+        _set_rng_states(state["rng"])
+        log.info("resumed from %s at step %d", path, self.step)
+        self.resumed_from = path
+
+    def save_checkpoint(self) -> Path:
+        folder = self.out / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_states(),
+            "best": self.best,
+            "best_step": self.best_step,
+            "config": config_to_dict(self.config),
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        path = folder / f"step_{self.step}.pt"
+        write_bytes_atomic(buffer.getvalue(), path)
+        keep = self.config.keep_checkpoints
+        if keep:
+            found = sorted((int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := _STEP_FILE.match(p.name)))
+            for _, old in found[:-keep]:
+                old.unlink(missing_ok=True)
+        return path
+
+    # -- logs -----------------------------------------------------------------------------------
+
+    def _trim_logs(self) -> None:
+        """Drop rows past the current step (left by the interrupted run), or all on a fresh run."""
+        jsonl, csv_path = self.out / "metrics.jsonl", self.out / "metrics.csv"
+        if not self.step:
+            for p in (jsonl, csv_path):
+                p.unlink(missing_ok=True)
+            return
+        if jsonl.exists():
+            rows = [line for line in jsonl.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            write_bytes_atomic(("".join(r + "\n" for r in rows)).encode(), jsonl)
+        if csv_path.exists():
+            with csv_path.open(newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                fields = reader.fieldnames or []
+                kept = [r for r in reader if int(r.get("step") or 0) <= self.step]
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+            write_bytes_atomic(text.getvalue().encode(), csv_path)
+
+    def log_row(self, row: dict[str, Any], *, to_csv: bool) -> None:
+        row = {k: _jsonable(v) for k, v in row.items()}
+        with (self.out / "metrics.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if to_csv:
+            path = self.out / "metrics.csv"
+            fields = list(row)
+            if path.exists() and path.stat().st_size:
+                with path.open(newline="", encoding="utf-8") as fh:
+                    fields = next(csv.reader(fh), fields)
+                new = False
+            else:
+                new = True
+            with path.open("a", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+
+    # -- evaluation and previews ------------------------------------------------------------------
+
+    def _autocast(self):
+        enabled = self.config.precision == "bf16"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with self._autocast():
+            outputs = self.model(images)
+        return (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
+
+    def evaluate(self) -> dict[str, Any]:
+        from ..metrics import ConfusionMatrix, SODMetrics
+
+        c = self.config
+        loader = torch.utils.data.DataLoader(self.val_set, batch_size=c.eval_batch_size or c.batch_size,
+                                             shuffle=False, num_workers=c.workers)
+        metric = SODMetrics() if self.binary else ConfusionMatrix(self.num_classes)
+        was_training = self.model.training
+        self.model.eval()
+        losses = []
+        try:
+            with torch.no_grad():
+                for batch in loader:
+                    images = batch["image"].to(self.device)
+                    masks = batch["mask"]
+                    outputs = self._forward(images)
+                    total, _ = self.loss_fn(outputs, masks.to(self.device))
+                    losses.append(float(total))
+                    logits = outputs[0].float().cpu()
+                    if self.binary:
+                        probs = torch.sigmoid(logits)[:, 0].numpy()
+                        for prob, gt in zip(probs, masks[:, 0].numpy()):
+                            metric.update(prob, gt)
+                    else:
+                        metric.update(logits.argmax(1).numpy(), masks.numpy())
+        finally:
+            self.model.train(was_training)
+        res = metric.results()
+        if self.binary:
+            keys = ("maxF", "meanF", "adpF", "wF", "MAE", "S", "maxE", "meanE", "adpE")
+            out = {k: float(res[k]) for k in keys}
+            out["main"] = out["maxF"]
+        else:
+            keys = ("mIoU", "mDice", "pixel_accuracy", "mean_accuracy", "kappa")
+            out = {k: float(res[k]) for k in keys}
+            out["IoU"] = [_jsonable(float(v)) for v in res["IoU"]]
+            out["main"] = out["mIoU"]
+        out["loss"] = float(np.mean(losses)) if losses else float("nan")
+        return out
+
+    def maybe_save_best(self, metrics: dict[str, Any]) -> bool:
+        main = metrics["main"]
+        if not math.isfinite(main) or (self.best is not None and main <= self.best):
+            return False
+        self.best, self.best_step = main, self.step
+        from ..weights import save_pretrained
+
+        name = "maxF" if self.binary else "mIoU"
+        metadata: dict[str, Any] = {"step": self.step, "metric": name, name: main}
+        size = _transform_size(self.config.data.val.transform if self.config.data.val else None)
+        if size:
+            metadata["input_size"] = [size, size]
+        save_pretrained(self.model, self.out / "best", metadata=metadata)
+        return True
+
+    def preview(self) -> Path:
+        from PIL import Image
+
+        dataset = self.val_set if self.val_set is not None else self.train_set
+        count = min(self.config.preview_count, len(dataset))
+        items = [dataset[i] for i in range(count)]
+        images = torch.stack([it["image"] for it in items])
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                logits = self._forward(images.to(self.device))[0].float().cpu()
+        finally:
+            self.model.train(was_training)
+        rows = []
+        for i, item in enumerate(items):
+            picture = _to_uint8_image(item["image"], dataset.transform)
+            if self.binary:
+                label = _gray(item["mask"][0].numpy())
+                pred = _gray(torch.sigmoid(logits[i, 0]).numpy())
+            else:
+                label = _palette(item["mask"].numpy())
+                pred = _palette(logits[i].argmax(0).numpy())
+            h = picture.shape[0]
+            parts = [picture] + [_fit(p, h, picture.shape[1]) for p in (label, pred)]
+            rows.append(np.concatenate(parts, axis=1))
+        width = max(r.shape[1] for r in rows)
+        sheet = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+        buffer = io.BytesIO()
+        Image.fromarray(sheet).save(buffer, format="PNG")
+        path = self.out / "previews" / f"step_{self.step}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(buffer.getvalue(), path)
+        return path
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _install_sigint_handler(self):
+        """First Ctrl-C: finish the current step, save a checkpoint, stop. Second: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop_requested or not self._updating:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            log.warning("Ctrl-C: stopping after this step (press again to stop at once)")
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        c = self.config
+        sampler = _StepSampler(len(self.train_set), c.batch_size, c.seed, self.step, self.total)
+        loader = torch.utils.data.DataLoader(_Seeded(self.train_set), batch_sampler=sampler, num_workers=c.workers,
+                                             pin_memory=self.device.type == "cuda",
+                                             persistent_workers=False)
+        self.model.train()
+        bar = tqdm(total=self.total, initial=self.step, disable=not self.progress, unit="it", dynamic_ncols=True)
+        window_images, window_start = 0, time.perf_counter()
+        self._stop_requested = False
+        self._updating = False
+        previous_handler = self._install_sigint_handler()
+        try:
+            for batch in loader:
+                self._updating = True
+                images = batch["image"].to(self.device, non_blocking=True)
+                masks = batch["mask"].to(self.device, non_blocking=True)
+                outputs = self._forward(images)
+                total, parts = self.loss_fn(outputs, masks)
+                if not math.isfinite(parts["total"]):  # before the update: the weights stay usable
+                    raise U2SegError(f"step {self.step + 1}: the loss is {parts['total']} (lower optimizer.lr, "
+                                     "or use precision fp32); the last checkpoint is intact")
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                self.optimizer.step()
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.scheduler.step()
+                self.step += 1
+                self._updating = False
+                self.last_loss = parts
+                window_images += images.shape[0]
+                elapsed = time.perf_counter() - window_start
+                rate = window_images / elapsed if elapsed > 0 else float("nan")
+                bar.update(1)
+                bar.set_postfix(loss=f"{parts['total']:.4f}", img_s=f"{rate:.1f}")
+                last = self.step == self.total
+                if self.step % c.log_interval == 0 or last:
+                    self.log_row({"kind": "train", "step": self.step, "lr": lr, "img_per_s": rate,
+                                  "time": time.time(), **{f"loss_{k}": v for k, v in parts.items()}}, to_csv=True)
+                    window_images, window_start = 0, time.perf_counter()
+                if self.val_set is not None and ((c.eval_interval and self.step % c.eval_interval == 0) or last):
+                    self.last_eval = self.evaluate()
+                    improved = self.maybe_save_best(self.last_eval)
+                    self.log_row({"kind": "eval", "step": self.step, **self.last_eval, "best": improved},
+                                 to_csv=False)
+                    summary = f"step {self.step}: " + ", ".join(
+                        f"{k} {v:.4f}" for k, v in self.last_eval.items() if isinstance(v, float) and k != "main")
+                    if self.progress:
+                        bar.write(summary)
+                    else:
+                        log.info("%s", summary)
+                if c.preview_interval and (self.step % c.preview_interval == 0 or last):
+                    self.preview()
+                if (c.save_interval and self.step % c.save_interval == 0) or last:
+                    self.save_checkpoint()
+                if time.perf_counter() - window_start > elapsed + 0.5:  # evaluation etc. is not training speed
+                    window_images, window_start = 0, time.perf_counter()
+                if self._stop_requested and not last:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            bar.close()
+            if self._updating:  # a second Ctrl-C inside an update: the weights may be half-stepped
+                found = latest_checkpoint(self.out)
+                log.warning("interrupted during step %d; not saving a half-updated state (latest checkpoint: %s)",
+                            self.step + 1, found)
+            else:
+                path = self.save_checkpoint()
+                log.warning("interrupted after step %d; saved %s (continue with --resume)", self.step, path)
+            raise
+        finally:
+            bar.close()
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+        if self.val_set is None:
+            best_dir = self.out / "best"  # no validation: the final weights are the best we know
+            from ..weights import save_pretrained
+
+            save_pretrained(self.model, best_dir, metadata={"step": self.step})
+        result: dict[str, Any] = {"step": self.step, "start_step": self.start_step, "iterations": self.total,
+                                  "loss": self.last_loss.get("total"), "skipped": list(self.skipped),
+                                  "best": self.best, "best_step": self.best_step,
+                                  "output_dir": str(self.out)}
+        result.update({f"val_{k}": v for k, v in self.last_eval.items()})
+        write_bytes_atomic((json.dumps({k: _jsonable(v) for k, v in result.items()}, indent=2) + "\n").encode(),
+                           self.out / "final_metrics.json")
+        return result
+
+
+def train(config: TrainConfig | dict, *, resume: bool | str | Path | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    """Train as ``config`` says; returns the final metrics (``step``, ``loss``, ``val_*``, ``best``,
+    ``skipped``). ``resume``: True (latest checkpoint in ``output_dir``) or a checkpoint path."""
+    if isinstance(config, dict):
+        config = config_from_dict(config)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        run = _Run(config, resume, progress)
+        run.setup()
+        if run.step >= run.total:
+            log.warning("the checkpoint is at step %d of %d: nothing left to train", run.step, run.total)
+        return run.run()
+    finally:  # deterministic mode is process-wide in torch: give the caller its settings back
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _yaml_bytes(data: dict) -> bytes:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False).encode()
+
+
+def _transform_size(spec: Any) -> int | None:
+    if isinstance(spec, dict):
+        size = spec.get("size")
+        return int(size) if isinstance(size, int) else (320 if spec.get("name", "").startswith("official") else None)
+    if isinstance(spec, str) and spec.startswith("official"):
+        return 320
+    return None
+
+
+def _to_uint8_image(image: torch.Tensor, transform: Any) -> np.ndarray:
+    x = image.numpy().astype(np.float32)
+    norm = getattr(transform, "norm", None)
+    mean, std = getattr(norm, "mean", None), getattr(norm, "std", None)
+    if mean is not None and std is not None:
+        x = x * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None]
+    lo, hi = float(x.min()), float(x.max())
+    x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    return (x.transpose(1, 2, 0) * 255 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def _gray(a: np.ndarray) -> np.ndarray:
+    g = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2)
+
+
+_COLOURS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], np.uint8)
+
+
+def _palette(labels: np.ndarray) -> np.ndarray:
+    labels = labels.astype(np.int64)
+    out = _COLOURS[labels % len(_COLOURS)]
+    out[labels == 255] = (255, 255, 255)
+    return out
+
+
+def _fit(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    if a.shape[:2] == (h, w):
+        return a
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(a).resize((w, h), Image.NEAREST))

@@ -1,0 +1,281 @@
+"""Training: config validation and --set overrides, a short real run (loss, logs, checkpoints,
+best/, previews), exact resume after Ctrl-C, fine-tuning into a multi-class head, mIoU eval.
+
+Real models (u2netp) on tiny synthetic sets (64 px), batch 2, a few iterations."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import signal
+
+import pytest
+import torch
+import yaml
+
+from u2seg.data.synth import make_synthetic_dataset
+from u2seg.errors import U2SegError
+from u2seg.train.config import ConfigError, TrainConfig, load_config
+from u2seg.train.trainer import _Run, latest_checkpoint, train
+
+
+@pytest.fixture(scope="module")
+def binary_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    return {"train": make_synthetic_dataset(root / "train", count=8, size=64, seed=0),
+            "val": make_synthetic_dataset(root / "val", count=4, size=64, seed=1),
+            "fixed": make_synthetic_dataset(root / "fixed", count=2, size=64, seed=2)}
+
+
+@pytest.fixture(scope="module")
+def multiclass_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classes")
+    return {"train": make_synthetic_dataset(root / "train", count=6, size=64, seed=3, multiclass=True, num_classes=3),
+            "val": make_synthetic_dataset(root / "val", count=4, size=64, seed=4, multiclass=True, num_classes=3)}
+
+
+def _raw(train_root, val_root=None, out=None, **top):
+    raw = {
+        "model": {"name": "u2netp", "num_classes": 1},
+        "data": {"train": {"format": "folder", "root": str(train_root),
+                           "transform": {"name": "official_train", "size": 64, "crop": 56}}},
+        "batch_size": 2, "iterations": 4, "log_interval": 1, "eval_interval": 0, "save_interval": 0,
+        "output_dir": str(out) if out else "runs/x",
+    }
+    if val_root is not None:
+        raw["data"]["val"] = {"format": "folder", "root": str(val_root),
+                              "transform": {"name": "official_eval", "size": 56}}
+    raw.update(top)
+    return raw
+
+
+def _write(tmp_path, raw, name="train.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def _rows(out, kind="train"):
+    lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+# -- config -----------------------------------------------------------------------------------
+
+def test_config_defaults_are_the_official_optimizer(tmp_path, binary_data):
+    cfg = load_config(_write(tmp_path, _raw(binary_data["train"])))
+    assert isinstance(cfg, TrainConfig)
+    o = cfg.optimizer
+    assert (o.name, o.lr, o.betas, o.eps, o.weight_decay) == ("adam", 1e-3, (0.9, 0.999), 1e-8, 0.0)
+    assert cfg.schedule.name == "constant" and cfg.precision == "fp32"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r.update(optimiser={"lr": 0.1}), "optimiser: unknown key in the top level; did you mean 'optimizer'?"),
+    (lambda r: r["model"].update(nmae="u2net"), "model.nmae: unknown key in model; did you mean 'name'?"),
+    (lambda r: r.update(batch_size="eight"), "batch_size: expected an integer, got string 'eight'"),
+    (lambda r: r.update(deterministic="yes please"), "deterministic: expected a boolean"),
+    (lambda r: r.update(optimizer={"betas": [0.9]}), "optimizer.betas: expected a list of 2"),
+    (lambda r: r.pop("data"), "data: required key is missing"),
+    (lambda r: r["data"]["train"].pop("root"), "data.train.root: required key is missing"),
+    (lambda r: r.update(epochs=2), "give exactly one of them (both given)"),
+    (lambda r: r.update(precision="fp16"), "precision: 'fp16' is not one of fp32, bf16"),
+    (lambda r: r["model"].update(name="u2net_p"), "did you mean 'u2netp'?"),
+])
+def test_config_errors_name_the_key(tmp_path, binary_data, edit, message):
+    raw = _raw(binary_data["train"])
+    edit(raw)
+    path = _write(tmp_path, raw)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_config_missing_dataset_folder(tmp_path, binary_data):
+    with pytest.raises(ConfigError, match=r"data\.train\.root: .*nowhere: dataset folder not found"):
+        load_config(_write(tmp_path, _raw(tmp_path / "nowhere")))
+    raw = _raw(binary_data["train"])
+    raw["data"]["train"]["masks_dir"] = "labels"
+    with pytest.raises(ConfigError, match=r"data\.train\.masks_dir: .*labels: folder not found"):
+        load_config(_write(tmp_path, raw))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_set_overrides(tmp_path, binary_data):
+    path = _write(tmp_path, _raw(binary_data["train"]))
+    cfg = load_config(path, ["optimizer.lr=1e-4", "iterations=7", "schedule.name=poly", "schedule.warmup_iters=2",
+                             "loss.weights=[1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]", "data.val.root=" + str(binary_data["val"]),
+                             "precision=bf16", "model.pretrained=false"])
+    assert cfg.optimizer.lr == 1e-4 and cfg.iterations == 7
+    assert cfg.schedule.name == "poly" and cfg.schedule.warmup_iters == 2
+    assert cfg.loss.weights == [1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    assert cfg.data.val.root == str(binary_data["val"]) and cfg.data.val.format == "folder"
+    assert cfg.precision == "bf16"
+    with pytest.raises(ConfigError, match="did you mean 'lr'"):
+        load_config(path, ["optimizer.learning_rate=1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(path, ["iterations"])
+    with pytest.raises(ConfigError, match="iterations: expected an integer"):
+        load_config(path, ["iterations=many"])
+    with pytest.raises(ConfigError, match="batch_size is a integer, not a section"):
+        load_config(path, ["batch_size.x=1"])
+
+
+# -- training -----------------------------------------------------------------------------------
+
+def test_short_run_lowers_loss_and_writes_everything(tmp_path, binary_data):
+    out = tmp_path / "run"
+    raw = _raw(binary_data["fixed"], binary_data["val"], out, iterations=8, save_interval=4, keep_checkpoints=1,
+               eval_interval=4, preview_interval=8, preview_count=2)
+    raw["data"]["train"]["transform"] = {"name": "official_eval", "size": 56}  # the same batch every step
+    result = train(load_config(_write(tmp_path, raw)), progress=False)
+
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert rows[-1]["loss_total"] < 0.8 * rows[0]["loss_total"]
+    assert result["step"] == 8 and result["loss"] == pytest.approx(rows[-1]["loss_total"])
+    with (out / "metrics.csv").open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 8 and {"step", "lr", "img_per_s", "loss_total", "loss_d0", "loss_d6"} <= set(table[0])
+    evals = _rows(out, "eval")
+    assert [r["step"] for r in evals] == [4, 8]
+    assert 0 <= result["val_maxF"] <= 1 and 0 <= result["val_MAE"] <= 1
+    assert result["best"] == max(r["maxF"] for r in evals)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_8.pt"]  # keep_checkpoints=1
+    state = torch.load(out / "checkpoints" / "step_8.pt", weights_only=False)
+    assert state["step"] == 8 and {"python", "numpy", "torch"} <= set(state["rng"])
+    assert {"model", "optimizer", "scheduler", "config"} <= set(state)
+    best = json.loads((out / "best" / "config.json").read_text())
+    assert best["model"] == "u2netp" and best["metric"] == "maxF" and best["step"] == result["best_step"]
+    assert (out / "best" / "model.safetensors").is_file()
+    from PIL import Image
+
+    with Image.open(out / "previews" / "step_8.png") as im:
+        assert im.size == (3 * 56, 2 * 56)  # image | label | prediction, one row per sample
+    assert (out / "config.yaml").is_file() and (out / "final_metrics.json").is_file()
+    with pytest.raises(U2SegError, match="holds checkpoints of an earlier run; continue it with --resume"):
+        train(load_config(_write(tmp_path, raw)), progress=False)  # a fresh run never mixes with an old one
+
+
+@pytest.mark.parametrize("how", ["sigint-during-step", "keyboardinterrupt-between-steps"])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, binary_data, monkeypatch, how):
+    def config(out):
+        raw = _raw(binary_data["train"], out=out, iterations=6, deterministic=True, workers=0, seed=3,
+                   schedule={"name": "poly", "warmup_iters": 2, "warmup_ratio": 0.1}, preview_interval=3,
+                   preview_count=1)
+        return load_config(_write(tmp_path, raw, f"{out.name}.yaml"))
+
+    straight = tmp_path / "straight"
+    train(config(straight), progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is given back
+
+    resumed = tmp_path / "resumed"
+    if how == "sigint-during-step":  # a real Ctrl-C in the middle of step 3: it finishes, saves, stops
+        original = _Run._forward
+
+        def forward(self, images):
+            if self.model.training and self.step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            return original(self, images)
+
+        monkeypatch.setattr(_Run, "_forward", forward)
+    else:  # KeyboardInterrupt raised after step 3 (during the preview)
+        original = _Run.preview
+
+        def preview(self):
+            original(self)
+            if self.step == 3:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(_Run, "preview", preview)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(resumed), progress=False)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert latest_checkpoint(resumed).name == "step_3.pt"  # saved by the Ctrl-C handler
+    result = train(config(resumed), resume=True, progress=False)
+    assert result["step"] == 6 and result["start_step"] == 3
+
+    a = torch.load(straight / "checkpoints" / "step_6.pt", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "step_6.pt", weights_only=False)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert [r["step"] for r in _rows(resumed)] == list(range(1, 7))
+    assert [r["loss_total"] for r in _rows(resumed)] == [r["loss_total"] for r in _rows(straight)]
+
+
+def test_finetune_binary_checkpoint_into_three_classes(tmp_path, multiclass_data, caplog):
+    from u2seg import create_model
+    from u2seg.weights import save_pretrained
+
+    torch.manual_seed(0)
+    source = save_pretrained(create_model("u2netp"), tmp_path / "binary")
+    out = tmp_path / "mc"
+    raw = _raw(multiclass_data["train"], multiclass_data["val"], out, iterations=3, eval_interval=3,
+               model={"name": "u2netp", "num_classes": 3, "pretrained": str(source)},
+               loss={"dice_weight": 0.5})
+    with caplog.at_level(logging.WARNING, logger="u2seg"):
+        result = train(load_config(_write(tmp_path, raw)), progress=False)
+
+    heads = {k for k in create_model("u2netp").state_dict() if "side" in k or "outconv" in k}
+    assert result["skipped"] and set(result["skipped"]) <= heads
+    assert all(k.endswith(("weight", "bias")) for k in result["skipped"])
+    assert len(result["skipped"]) == 14  # six side convs and the fusing conv, weight and bias each
+    assert "skipped" in caplog.text or "start from scratch" in caplog.text
+    assert 0 <= result["val_mIoU"] <= 1 and math.isfinite(result["val_pixel_accuracy"])
+    evals = _rows(out, "eval")
+    assert evals[-1]["mIoU"] == pytest.approx(result["val_mIoU"]) and len(evals[-1]["IoU"]) == 3
+    best = json.loads((out / "best" / "config.json").read_text())
+    assert best["num_classes"] == 3 and best["metric"] == "mIoU"
+    assert {"loss_ce", "loss_dice"} <= set(_rows(out)[0])
+
+
+def test_train_command_runs_the_config(tmp_path, capsys):
+    """`u2seg train CONFIG --set ...` end to end on a tiny synthetic set."""
+    from u2seg.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "model: {name: u2netp, num_classes: 1}\n"
+        "data:\n"
+        f"  train: {{format: folder, root: {tmp_path / 'train'}, synthetic: {{count: 4, size: 48, seed: 0}},\n"
+        "          transform: {name: official_train, size: 40, crop: 32}}\n"
+        f"  val: {{format: folder, root: {tmp_path / 'val'}, synthetic: {{count: 2, size: 48, seed: 1}},\n"
+        "        transform: {name: official_eval, size: 32}}\n"
+        "batch_size: 2\niterations: 2\neval_interval: 2\n"
+        f"output_dir: {tmp_path / 'run'}\n")
+    assert main(["train", str(config), "--set", "iterations=3", "--no-progress"]) == 0
+    assert (tmp_path / "run" / "best" / "config.json").is_file()
+    import json
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["step"] == 3 and 0.0 <= printed["val_maxF"] <= 1.0
+    assert main(["train", str(config), "--set", "iterationz=3"]) == 2  # unknown key: one clear error
+    assert "iterations" in capsys.readouterr().err
+
+
+def test_data_check_command_names_bad_files(tmp_path, capsys):
+    from PIL import Image
+
+    from u2seg.cli import main
+    from u2seg.data.synth import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "ds", count=3, size=32, seed=0)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: {{name: u2netp}}\ndata:\n  train: {{format: folder, root: {root}}}\n"
+                      f"iterations: 1\noutput_dir: {tmp_path / 'run'}\n")
+    assert main(["data", "check", str(config)]) == 0
+    assert "train: 3 samples, 0 problem(s)" in capsys.readouterr().out
+    first_mask = sorted((root / "masks").iterdir())[0]
+    Image.new("L", (17, 9)).save(first_mask)  # wrong size
+    (root / "images" / "orphan.jpg").write_bytes((sorted((root / "images").iterdir())[0]).read_bytes())
+    assert main(["data", "check", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert first_mask.stem in err and "orphan" in err
