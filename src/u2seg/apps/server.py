@@ -333,7 +333,6 @@ async def _read_upload(request: Any, max_bytes: int) -> tuple[bytes, dict[str, s
     only), read within the limits."""
     from python_multipart.exceptions import FormParserError
     from python_multipart.multipart import MultipartParser
-    from starlette.requests import ClientDisconnect
 
     header = request.headers.get("content-type", "")
     mime, options = _media_type(header)
@@ -353,7 +352,6 @@ async def _read_upload(request: Any, max_bytes: int) -> tuple[bytes, dict[str, s
             raise ApiError(413, f"request body of {_human_bytes(declared)} is larger than the limit of "
                                 f"{_human_bytes(max_bytes)}")
 
-    received = 0
     if multipart:
         boundary = options.get("boundary")
         if not boundary:
@@ -361,30 +359,35 @@ async def _read_upload(request: Any, max_bytes: int) -> tuple[bytes, dict[str, s
         form = _Multipart(max_bytes)
         parser = MultipartParser(boundary.encode("latin-1"), form.callbacks())  # type: ignore[arg-type]
         try:
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > limit:
-                    raise ApiError(413, f"request body is larger than the limit of {_human_bytes(max_bytes)}")
+            async for chunk in _limited_stream(request, limit, f"request body is larger than the limit of "
+                                                               f"{_human_bytes(max_bytes)}"):
                 parser.write(chunk)
             parser.finalize()
         except FormParserError as exc:
             raise ApiError(400, f"malformed multipart body ({_one_line(str(exc))})") from None
-        except ClientDisconnect:
-            raise ApiError(400, "client disconnected") from None
         if form.file is None:
             raise ApiError(422, "no image: send it as multipart field 'file'")
         return form.file, form.fields, form.filename
 
-    chunks: list[bytes] = []
+    chunks = [chunk async for chunk in _limited_stream(
+        request, limit, f"image is larger than the limit of {_human_bytes(max_bytes)}")]
+    return b"".join(chunks), {}, None
+
+
+async def _limited_stream(request, limit: int, too_large: str):
+    """The request body's chunks, counted as they arrive: 413 past ``limit`` bytes (whatever
+    Content-Length said), 400 when the client goes away."""
+    from starlette.requests import ClientDisconnect
+
+    received = 0
     try:
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
-                raise ApiError(413, f"image is larger than the limit of {_human_bytes(max_bytes)}")
-            chunks.append(chunk)
+                raise ApiError(413, too_large)
+            yield chunk
     except ClientDisconnect:
         raise ApiError(400, "client disconnected") from None
-    return b"".join(chunks), {}, None
 
 
 # --------------------------------------------------------------------------- the service
