@@ -8,12 +8,13 @@ mean/std, fused output d0, min-max normalisation, Lanczos resize back to the ori
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 from PIL import Image
+
 from ..weights import load_network
 from .backends import Backend, ExportedModel, create_backend, resolve_backend
 from .image_io import load_image
@@ -23,7 +24,7 @@ from .resize import RESAMPLE_METHODS, resize_map, resize_rgb
 if TYPE_CHECKING:  # torch loads only when a network is needed
     from torch import nn
 
-__all__ = ["Preprocessing", "Predictor", "ImageInput"]
+__all__ = ["Preprocessing", "Predictor", "ImageInput", "TTA"]
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
 InputNorm = Literal["max", "unit"]
@@ -58,6 +59,25 @@ class Preprocessing:
             x /= scale
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return x.transpose(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class TTA:
+    """Test-time augmentation: the network's probabilities averaged over the input ``scales``
+    (factors of the input size) and, with ``flip``, their left-right mirror images. Averaging
+    happens at the base input size, before the usual post-processing."""
+
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        if not self.scales or any(not 0.0 < s <= 8.0 for s in self.scales):
+            raise ValueError(f"TTA scales must lie in (0, 8], got {self.scales}")
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+
+    @property
+    def passes(self) -> int:
+        return len(self.scales) * (2 if self.flip else 1)
 
 
 def _cached_export(model: str | None, weights: str | Path | None, precision: str) -> tuple[ExportedModel | None, dict]:
@@ -101,6 +121,7 @@ class Predictor:
         precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (backends that support it).
         threads: threads for the network (default: the engine's choice, all cores).
         calibration: pre-processed inputs for int8 calibration (default: sample photos).
+        tta: test-time augmentation (:class:`TTA`); None: one pass.
     """
 
     def __init__(self, model: "str | nn.Module | None" = None, *, weights: str | Path | None = None,
@@ -108,7 +129,7 @@ class Predictor:
                  output_norm: OutputNorm = "minmax", threshold: float | None = None,
                  resample: str = "lanczos", device: str | None = None,
                  backend: str | Backend = "auto", precision: str = "fp32", threads: int | None = None,
-                 calibration: Iterable[np.ndarray] | None = None) -> None:
+                 calibration: Iterable[np.ndarray] | None = None, tta: TTA | None = None) -> None:
         if output_norm not in ("minmax", "none"):
             raise ValueError(f"output_norm must be 'minmax' or 'none', not {output_norm!r}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -139,6 +160,8 @@ class Predictor:
             input_norm=input_norm, resample=resample)
         self.output_norm = output_norm
         self.threshold = threshold
+        self.tta = tta
+        self.num_classes = int(getattr(self.backend, "num_classes", 1))
 
     @property
     def network(self) -> "nn.Module":
@@ -157,9 +180,46 @@ class Predictor:
         loaded = [load_image(im) for im in images]
         if not loaded:
             return []
-        batch = np.stack([self.preprocessing(im) for im in loaded])
-        probs = self.backend.run(batch)
+        probs = self.network_probabilities(loaded)
         return [self.postprocess(p, im.size) for p, im in zip(probs, loaded)]
+
+    def predict_classes(self, image: ImageInput) -> np.ndarray:
+        """Class indices, ``uint8 H×W`` at the image's size: the argmax of the class
+        probabilities resized to the image (bilinear), for semantic models; foreground ≥ 0.5 (0/1)
+        for binary ones."""
+        return self.predict_classes_many([image])[0]
+
+    def predict_classes_many(self, images: Iterable[ImageInput]) -> list[np.ndarray]:
+        loaded = [load_image(im) for im in images]
+        if not loaded:
+            return []
+        probs = self.network_probabilities(loaded)
+        return [_class_map(p, im.size) for p, im in zip(probs, loaded)]
+
+    def network_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """``N×K×h×w`` probabilities at the input size (sigmoid, or softmax over K classes),
+        averaged over the test-time augmentations when ``tta`` is set."""
+        if self.tta is None or (self.tta.passes == 1 and self.tta.scales[0] == 1.0):
+            return self.backend.run(np.stack([self.preprocessing(im) for im in images]))
+        import cv2
+
+        base = self.preprocessing.size
+        total: np.ndarray | None = None
+        for scale in self.tta.scales:
+            size = (max(1, round(base[0] * scale)), max(1, round(base[1] * scale)))
+            prep = replace(self.preprocessing, size=size)
+            batch = np.stack([prep(im) for im in images])
+            views = [(batch, False)] + ([(batch[..., ::-1], True)] if self.tta.flip else [])
+            for view, flipped in views:
+                probs = self.backend.run(np.ascontiguousarray(view))
+                if flipped:
+                    probs = probs[..., ::-1]
+                if size != base:  # back to the base size, one map at a time (cv2 caps channels)
+                    probs = np.stack([[cv2.resize(np.ascontiguousarray(m), base, interpolation=cv2.INTER_LINEAR)
+                                       for m in item] for item in probs])
+                total = probs.astype(np.float32) if total is None else total + probs
+        assert total is not None
+        return total / self.tta.passes
 
     def postprocess(self, probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """``K×h×w`` network probabilities → foreground ``H×W`` at ``size`` (width, height)."""
@@ -175,6 +235,12 @@ class Predictor:
         return fg
 
     # ------------------------------------------------------------------ conveniences
+    def colorized(self, image: ImageInput) -> Image.Image:
+        """The class map as a palette PNG image (mode ``P``, VOC colours; indices = classes)."""
+        from .colorize import colorize
+
+        return colorize(self.predict_classes(image))
+
     def mask(self, image: ImageInput) -> Image.Image:
         """8-bit mask (mode ``L``) the size of the image."""
         return probability_to_mask(self.predict(image))
@@ -186,3 +252,26 @@ class Predictor:
 
         picture = load_image(image)
         return refine_output(picture, self.predict(picture), RefineOptions(bgcolor=bgcolor))
+
+
+def _class_map(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``K×h×w`` probabilities → ``uint8 H×W`` class indices at ``size`` = (width, height).
+
+    Each class map is resized (bilinear) and compared with the best so far, so memory stays at
+    two ``H×W`` maps whatever K is (21 classes of a 24-megapixel photo would need 2 GB at once)."""
+    import cv2
+
+    if probs.shape[0] == 1:
+        fg = cv2.resize(np.ascontiguousarray(probs[0], dtype=np.float32), size, interpolation=cv2.INTER_LINEAR)
+        return (fg >= 0.5).astype(np.uint8)
+    best = labels = None
+    for k, channel in enumerate(probs):
+        up = cv2.resize(np.ascontiguousarray(channel, dtype=np.float32), size, interpolation=cv2.INTER_LINEAR)
+        if best is None:
+            best, labels = up, np.zeros(up.shape, np.uint8)
+            continue
+        better = up > best
+        labels[better] = k
+        np.maximum(best, up, out=best)
+    assert labels is not None
+    return labels

@@ -1,0 +1,136 @@
+"""Pictures for people: predictions written as files, and image | label | prediction sheets.
+
+- :func:`write_predictions` (``u2seg predict``): for each image, the mask (a grey saliency map
+  for binary models, a palette PNG of class indices for semantic ones) and, optionally, an
+  overlay of the classes on the image.
+- :func:`write_triptychs` (``u2seg visualize``): for each sample of a dataset, its image, its
+  ground truth and a prediction (from a Predictor, or saved masks matched by name) side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from ..errors import U2SegError
+from ..infer.colorize import colorize, gray, label_colours, overlay, side_by_side
+
+if TYPE_CHECKING:
+    from ..infer.predictor import Predictor
+
+__all__ = ["PredictionJob", "WriteReport", "write_predictions", "write_triptychs"]
+
+
+@dataclass(frozen=True)
+class PredictionJob:
+    source: Path
+    mask: Path
+    overlay: Path | None = None
+
+
+@dataclass
+class WriteReport:
+    written: list[Path] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # one line each: the file and why
+
+
+def _picture(labels_or_map: np.ndarray, binary: bool) -> np.ndarray:
+    """What a person should see of a label or prediction: grey for binary maps, VOC colours
+    for class indices."""
+    if binary:
+        values = labels_or_map
+        if values.dtype == np.uint8 and values.size and values.max() <= 1:
+            values = values * np.uint8(255)
+        return gray(values)
+    return label_colours(labels_or_map)
+
+
+def write_predictions(predictor: Predictor, jobs: Sequence[PredictionJob], *, alpha: float = 0.5,
+                      on_error: Callable[[str], None] | None = None) -> WriteReport:
+    """Predict each job's source image and write its mask (and overlay). A failing image is
+    reported (``on_error`` and ``report.failed``) and the others go on."""
+    from ..infer.image_io import load_image, save_image
+    from ..infer.postprocess import probability_to_mask
+
+    binary = predictor.num_classes == 1
+    report = WriteReport()
+    for job in jobs:
+        try:
+            image = load_image(job.source).convert("RGB")
+            if binary:
+                prob = predictor.predict(image)
+                mask_image = probability_to_mask(prob)
+                classes = (prob >= 0.5).astype(np.uint8)
+            else:
+                classes = predictor.predict_classes(image)
+                mask_image = colorize(classes)
+            save_image(mask_image, job.mask, "png")
+            report.written.append(job.mask)
+            if job.overlay is not None:
+                tinted = Image.fromarray(overlay(np.asarray(image), classes, alpha=alpha))
+                save_image(tinted, job.overlay, "png")
+                report.written.append(job.overlay)
+        except (U2SegError, OSError, ValueError) as exc:
+            line = f"{job.source}: {exc}"
+            report.failed.append(line)
+            if on_error is not None:
+                on_error(line)
+    return report
+
+
+def write_triptychs(dataset, out_dir: str | Path, *, predictor: Predictor | None = None,
+                    pred_dir: str | Path | None = None, limit: int | None = None, height: int | None = None,
+                    overwrite: bool = False) -> list[Path]:
+    """``out_dir/<sample name>.png``: image | label | prediction for the first ``limit`` samples
+    of ``dataset`` (all by default), each panel ``height`` px high (default: the image's).
+
+    The prediction comes from ``predictor`` or from ``pred_dir/<sample name>.*`` (a saved map or
+    class PNG); give exactly one. Existing sheets are kept unless ``overwrite``: then nothing is
+    written and the error names them."""
+    from ..data.datasets import read_mask
+    from ..infer.image_io import IMAGE_EXTENSIONS, load_image, save_image
+
+    if (predictor is None) == (pred_dir is None):
+        raise ValueError("give a predictor or a pred_dir (exactly one)")
+    binary = dataset.num_classes == 1
+    if predictor is not None and predictor.num_classes != dataset.num_classes:
+        raise U2SegError(f"the model predicts {predictor.num_classes} class(es) but the dataset has "
+                         f"num_classes={dataset.num_classes}")
+    out_dir = Path(out_dir)
+    count = len(dataset) if not limit else min(limit, len(dataset))
+    names = [dataset.samples[i].name for i in range(count)]
+    targets = [out_dir / f"{name}.png" for name in names]
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise U2SegError(f"{existing[0]}: exists ({len(existing)} sheet(s) would be replaced); "
+                         "choose another output folder or pass --overwrite")
+    saved: dict[str, Path] = {}
+    if pred_dir is not None:
+        pred_dir = Path(pred_dir)
+        if not pred_dir.is_dir():
+            raise U2SegError(f"{pred_dir}: prediction folder not found")
+        for path in pred_dir.rglob("*"):
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                saved.setdefault(path.relative_to(pred_dir).with_suffix("").as_posix(), path)
+        missing = [n for n in names if n not in saved]
+        if missing:
+            raise U2SegError(f"{pred_dir}: no prediction for {len(missing)} sample(s), e.g. {missing[0]}.png")
+    written = []
+    for index, (name, target) in enumerate(zip(names, targets)):
+        image, label = dataset.load_pair(index)
+        if predictor is not None:
+            picture = Image.fromarray(image)
+            prediction = predictor.predict(picture) if binary else predictor.predict_classes(picture)
+        elif binary:
+            prediction = np.asarray(load_image(saved[name]).convert("L"))
+        else:
+            prediction = read_mask(saved[name], dataset.num_classes)
+        sheet = side_by_side([image, _picture(label, binary), _picture(prediction, binary)], height=height)
+        save_image(Image.fromarray(sheet), target, "png")
+        written.append(target)
+    return written
