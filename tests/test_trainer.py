@@ -1,16 +1,19 @@
 """Training: config validation and --set overrides, a short real run (loss, logs, checkpoints,
-best/, previews), exact resume after Ctrl-C, fine-tuning into a multi-class head, mIoU eval.
+best/, previews), exact resume after Ctrl-C, fine-tuning into a multi-class head, mIoU eval,
+TensorBoard scalars.
 
 Real models (u2netp) on tiny synthetic sets (64 px), batch 2, a few iterations."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import math
 import os
 import signal
+import sys
 
 import pytest
 import torch
@@ -19,7 +22,7 @@ import yaml
 from u2seg.data.synth import make_synthetic_dataset
 from u2seg.errors import U2SegError
 from u2seg.train.config import ConfigError, TrainConfig, load_config
-from u2seg.train.trainer import _Run, latest_checkpoint, train
+from u2seg.train.trainer import _Run, _summary_writer, latest_checkpoint, train
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,15 @@ def _write(tmp_path, raw, name="train.yaml"):
 def _rows(out, kind="train"):
     lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def _board(out):
+    """The scalars in ``out/tensorboard``, as read by TensorBoard: {tag: [(step, value)]}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 # -- config -----------------------------------------------------------------------------------
@@ -210,6 +222,34 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, binary_data, mo
         assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     assert [r["step"] for r in _rows(resumed)] == list(range(1, 7))
     assert [r["loss_total"] for r in _rows(resumed)] == [r["loss_total"] for r in _rows(straight)]
+    if importlib.util.find_spec("tensorboard") is not None:  # the resumed run adds to the same TensorBoard run
+        assert _board(resumed)["train/loss_total"] == _board(straight)["train/loss_total"]
+        assert [step for step, _ in _board(resumed)["train/loss_total"]] == list(range(1, 7))
+
+
+def test_tensorboard_scalars_match_the_metrics(tmp_path, binary_data):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    raw = _raw(binary_data["train"], binary_data["val"], out, iterations=3, log_interval=2)
+    train(load_config(_write(tmp_path, raw)), progress=False)
+    board = _board(out)
+    assert {"train/loss_total", "train/loss_d0", "train/lr", "train/img_per_s", "val/maxF", "val/MAE",
+            "val/loss"} <= set(board)
+    assert not {"train/step", "train/time", "val/main", "val/best"} & set(board)
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == [step for step, _ in board["train/loss_total"]] == [2, 3]
+    assert [v for _, v in board["train/loss_total"]] == pytest.approx([r["loss_total"] for r in rows], rel=1e-6)
+    (evaluation,) = _rows(out, "eval")
+    ((step, max_f),) = board["val/maxF"]
+    assert step == 3 and max_f == pytest.approx(evaluation["maxF"], rel=1e-6)
+
+
+def test_tensorboard_not_installed_is_one_info_line(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were missing
+    with caplog.at_level(logging.INFO, logger="u2seg"):
+        assert _summary_writer(tmp_path / "tensorboard", None) is None
+    assert "pip install tensorboard" in caplog.text
+    assert not (tmp_path / "tensorboard").exists()
 
 
 def test_finetune_binary_checkpoint_into_three_classes(tmp_path, multiclass_data, caplog):

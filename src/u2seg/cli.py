@@ -315,12 +315,15 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import json
+    import os
 
     from .train.config import load_config
     from .train.trainer import train
 
     config = load_config(args.config, args.overrides)
     result = train(config, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the result is rank 0's to print
+        return EXIT_OK
     print(json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str)) or v is None}, indent=2))
     return EXIT_OK
 

@@ -102,14 +102,16 @@ class LossConfig:
 class TrainConfig:
     data: DataConfig = REQUIRED
     model: ModelConfig = field(default_factory=ModelConfig)
-    batch_size: int = 12
-    iterations: int | None = None           # give iterations or epochs
-    epochs: float | None = None
+    batch_size: int = 12                       # per process: under torchrun the global batch is batch_size × processes
+    iterations: int | None = None           # give iterations or epochs; a step is one (synchronous) update
+    epochs: float | None = None                # passes over the train set, counted in global batches
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     precision: str = "fp32"                    # fp32 | bf16 (autocast)
-    device: str = "auto"                       # auto | cpu | cuda | cuda:N
+    channels_last: bool = False                # NHWC tensors: faster convolutions on CPUs and tensor cores
+    device: str = "auto"                       # auto | cpu | cuda | cuda:N (torchrun: process i takes cuda:i)
+    sync_bn: bool = False                      # torchrun on GPUs: BatchNorm statistics over the global batch
     seed: int = 0
     deterministic: bool = False
     workers: int = 0
@@ -120,6 +122,7 @@ class TrainConfig:
     keep_checkpoints: int = 3                  # 0: keep all
     preview_interval: int = 0                  # 0: no previews
     preview_count: int = 4
+    tensorboard: bool = True                   # scalars to output_dir/tensorboard/ when tensorboard is installed
     output_dir: str = "runs/train"
 
 
@@ -371,6 +374,8 @@ def _check_values(c: TrainConfig, source: str, check_paths: bool) -> None:
     _choice(c.precision, ("fp32", "bf16"), "precision", source)
     if not (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda")):
         raise ConfigError(f"{source}: device: expected auto, cpu, cuda or cuda:N, got {c.device!r}")
+    if c.sync_bn and c.device == "cpu":  # torch's SyncBatchNorm runs on GPUs only
+        raise ConfigError(f"{source}: sync_bn: SyncBatchNorm needs CUDA, the device is cpu (set sync_bn: false)")
     o = c.optimizer
     _choice(o.name, ("adam", "adamw", "sgd"), "optimizer.name", source)
     _positive(o.lr, "optimizer.lr", source)

@@ -11,14 +11,35 @@
 - ``output_dir``: ``config.yaml``, ``metrics.jsonl`` (training rows, and ``"kind": "eval"`` rows),
   ``metrics.csv`` (training rows), ``checkpoints/step_N.pt`` (the last ``keep_checkpoints``),
   ``best/`` (``save_pretrained`` by maxF, binary, or mIoU, multiclass), ``previews/step_N.png``
-  (image | label | prediction).
+  (image | label | prediction), ``tensorboard/`` (the same scalars, when ``tensorboard`` is
+  installed and the config's ``tensorboard`` is on).
 - ``resume=True`` continues from the latest checkpoint in ``output_dir/checkpoints``, a path from
   that checkpoint. Ctrl-C saves a checkpoint, then re-raises ``KeyboardInterrupt``.
-"""
 
+Several processes (``torchrun --nproc-per-node N -m u2seg train CONFIG``; WORLD_SIZE > 1 in the
+environment) train one model with DistributedDataParallel: backend gloo on the CPU, nccl on CUDA
+(process ``LOCAL_RANK`` takes ``cuda:LOCAL_RANK``).
+
+- ``batch_size`` is per process; the global batch is ``batch_size × world_size`` and one step is
+  one synchronous update. Rank ``r`` takes positions ``p = step·B·W + r·B + j`` of the sample
+  sequence above, so the ranks' batches of a step are disjoint and together are exactly the batch a
+  single process with ``batch_size = B·W`` would see. ``epochs`` count global batches.
+- Rank 0 alone writes (logs, progress bar, TensorBoard, checkpoints, previews, ``best/``,
+  ``final_metrics.json``, ``config.yaml``) and evaluates, while the other ranks wait at a barrier
+  (validation sets are small). Logged losses are the means over all ranks, ``img_per_s`` counts
+  the images of all ranks.
+- Checkpoints hold the plain model's weights (no ``module.`` prefix): they resume in one process
+  or in several. On resume every rank loads the same checkpoint and takes rank 0's RNG states;
+  the data order continues exactly when the global batch is the same.
+- Ctrl-C (torchrun passes it to every rank): the ranks agree after each step, finish it, rank 0
+  saves a checkpoint. ``sync_bn`` converts BatchNorm to SyncBatchNorm (CUDA only).
+- At the end every rank logs a checksum of its parameters (INFO); rank 0 warns if they differ.
+"""
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -29,6 +50,7 @@ import re
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +67,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+_NOT_SCALARS = frozenset({"kind", "step", "time", "train_seconds", "main", "best"})  # log rows → TensorBoard
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,10 +139,16 @@ def _sample_seed(seed: int, position: int) -> int:
 
 
 class _StepSampler:
-    """Batches of (index, augmentation seed) for steps start … total−1, a function of the seed."""
+    """Batches of (index, augmentation seed) for steps start … total−1, a function of the seed.
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int):
+    Rank ``r`` of ``world_size`` ``W`` takes positions ``step·B·W + r·B + j`` (``j < B``): the ranks'
+    batches of one step are disjoint, and together they are the batch of ``B·W`` one process sees.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int, *, rank: int = 0,
+                 world_size: int = 1):
         self.n, self.batch_size, self.seed, self.start, self.total = n, batch_size, seed, start, total
+        self.rank, self.world_size = rank, world_size
         self._perm: tuple[int, np.ndarray] | None = None
 
     def _index(self, position: int) -> int:
@@ -133,8 +162,153 @@ class _StepSampler:
 
     def __iter__(self):
         for step in range(self.start, self.total):
-            first = step * self.batch_size
+            first = (step * self.world_size + self.rank) * self.batch_size
             yield [(self._index(p), _sample_seed(self.seed, p)) for p in range(first, first + self.batch_size)]
+
+
+@dataclass
+class _Distributed:
+    """This process's place in a ``torchrun`` job, or a single process (world_size 1: every
+    collective is a no-op). The trainer talks to ``torch.distributed`` only through this."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None
+    _owned: bool = field(default=False, repr=False)  # we initialised the process group: we destroy it
+
+    @classmethod
+    def from_env(cls) -> _Distributed:
+        """From the variables torchrun sets (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT)."""
+        try:
+            world = int(os.environ.get("WORLD_SIZE") or 1)
+        except ValueError:
+            raise U2SegError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+        if world <= 1:
+            return cls()
+        if not torch.distributed.is_available():
+            raise U2SegError(f"WORLD_SIZE={world}, but this torch build has no torch.distributed")
+        missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+        if missing:
+            raise U2SegError(f"WORLD_SIZE={world}, but {', '.join(missing)} not set: start several processes "
+                             "with torchrun --nproc-per-node N -m u2seg train CONFIG")
+        rank = int(os.environ["RANK"])
+        return cls(rank=rank, world_size=world, local_rank=int(os.environ.get("LOCAL_RANK") or rank))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def resolve_device(self, name: str) -> torch.device:
+        """The config's device for this process: ``cuda:LOCAL_RANK`` for cuda/auto under torchrun."""
+        if not self.enabled:
+            return _device(name)
+        if name.startswith("cuda:"):
+            raise U2SegError(f"device {name!r}: under torchrun each process takes cuda:LOCAL_RANK; set device "
+                             "cuda (or auto) and choose the GPUs with CUDA_VISIBLE_DEVICES")
+        if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+            return torch.device("cpu")
+        _device("cuda")  # a clear error when CUDA is missing
+        count = torch.cuda.device_count()
+        if self.local_rank >= count:
+            raise U2SegError(f"LOCAL_RANK {self.local_rank}: only {count} GPU(s) visible; start at most {count} "
+                             "processes per machine (--nproc-per-node), or set device cpu")
+        return torch.device("cuda", self.local_rank)
+
+    def start(self, device: torch.device) -> None:
+        """Join the process group (gloo on the CPU, nccl on CUDA), unless the caller already did."""
+        self.device = device
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if dist.is_initialized():
+            if dist.get_world_size() != self.world_size:
+                raise U2SegError(f"the process group has {dist.get_world_size()} processes, WORLD_SIZE says "
+                                 f"{self.world_size}")
+            return
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=self.rank,
+                                world_size=self.world_size)
+        self._owned = True
+
+    def stop(self) -> None:
+        if self._owned and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        self._owned = False
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the training step calls: DDP (averages gradients across ranks) or the model."""
+        if not self.enabled:
+            return model
+        ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+            torch.distributed.barrier(device_ids=ids)
+
+    @contextlib.contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first (e.g. makes a synthetic dataset), then the others do."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
+
+    def mean_and_any(self, values: dict[str, float], flag: bool) -> tuple[dict[str, float], bool]:
+        """The means of ``values`` over the ranks, and whether ``flag`` is set on any rank (one
+        all-reduce)."""
+        if not self.enabled:
+            return values, flag
+        t = torch.tensor([*values.values(), float(flag)], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        summed = t.tolist()
+        return {k: v / self.world_size for k, v in zip(values, summed)}, summed[-1] > 0
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, by rank."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+
+def _parameter_checksum(model: torch.nn.Module) -> str:
+    """A short sha256 of the parameters (not the buffers: BatchNorm statistics are per rank)."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _summary_writer(folder: Path, purge_step: int | None):
+    """A TensorBoard ``SummaryWriter`` on ``folder``, or None when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("TensorBoard logging is off: tensorboard is not installed (pip install tensorboard, "
+                 "or pip install 'u2seg[train]')")
+        return None
+    # purge_step: TensorBoard hides what an interrupted run logged past the checkpoint we resume from
+    return SummaryWriter(str(folder), purge_step=purge_step)
 
 
 class _Seeded(torch.utils.data.Dataset):
@@ -166,19 +340,22 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _rng_states() -> dict[str, Any]:
+def _rng_states(device: torch.device) -> dict[str, Any]:
     states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":  # this process's GPU only: get_rng_state_all() would touch every visible GPU
+        states["cuda_device"] = torch.cuda.get_rng_state(device)
     return states
 
 
-def _set_rng_states(states: dict[str, Any]) -> None:
+def _set_rng_states(states: dict[str, Any], device: torch.device) -> None:
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if device.type == "cuda":
+        if "cuda_device" in states:
+            torch.cuda.set_rng_state(states["cuda_device"], device)
+        elif "cuda" in states:  # checkpoints of earlier versions: every GPU's state
+            torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def _jsonable(value: Any) -> Any:
@@ -194,11 +371,14 @@ def _jsonable(value: Any) -> Any:
 
 
 class _Run:
-    def __init__(self, config: TrainConfig, resume: bool | str | Path | None, progress: bool):
+    def __init__(self, config: TrainConfig, resume: bool | str | Path | None, progress: bool,
+                 dist: _Distributed | None = None):
         self.config = config
         self.out = Path(config.output_dir).expanduser()
         self.progress = progress
         self.resume = resume
+        self.dist = dist if dist is not None else _Distributed()
+        self.board = None  # the TensorBoard writer (rank 0, while run() runs)
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -216,21 +396,31 @@ class _Run:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        self.device = _device(c.device)
+        dist = self.dist
+        self.device = dist.resolve_device(c.device)
+        if c.sync_bn and self.device.type != "cuda":
+            raise U2SegError(f"sync_bn: SyncBatchNorm needs CUDA, the device is {self.device} "
+                             "(set sync_bn: false, or train on GPUs)")
+        dist.start(self.device)
         self.num_classes = c.model.num_classes
         self.binary = self.num_classes == 1
 
-        self.train_set = build_dataset(c.data.train, self.num_classes)
-        check_dataset(self.train_set)
-        self.val_set = None
-        if c.data.val is not None:
-            self.val_set = build_dataset(c.data.val, self.num_classes)
-            check_dataset(self.val_set)
+        # rank 0 first: it makes a synthetic set the others then read, and reports bad files once
+        with dist.main_first():
+            self.train_set = build_dataset(c.data.train, self.num_classes)
+            if dist.is_main:
+                check_dataset(self.train_set)
+            self.val_set = None
+            if c.data.val is not None:
+                self.val_set = build_dataset(c.data.val, self.num_classes)
+                if dist.is_main:
+                    check_dataset(self.val_set)
         n = len(self.train_set)
+        self.global_batch = c.batch_size * dist.world_size
         if c.iterations is not None:
             self.total = c.iterations
         else:
-            self.total = max(1, math.ceil(c.epochs * n / c.batch_size))
+            self.total = max(1, math.ceil(c.epochs * n / self.global_batch))
 
         torch.manual_seed(c.seed)  # the model's initial weights do not depend on the data checks
         self.model = create_model(c.model.name, num_classes=self.num_classes, in_channels=c.model.in_channels)
@@ -238,33 +428,43 @@ class _Run:
         if c.model.pretrained not in (False, None):
             from ..weights import load_weights_into, resolve_pretrained
 
-            path = resolve_pretrained(c.model.name, c.model.pretrained)
+            with dist.main_first():  # it may fetch or convert into the cache: once
+                path = resolve_pretrained(c.model.name, c.model.pretrained)
             self.skipped = load_weights_into(self.model, path)
             if self.skipped:
                 log.warning("fine-tuning from %s: %d tensors of another shape start from scratch: %s",
                             path, len(self.skipped), ", ".join(self.skipped))
             else:
                 log.info("loaded all weights from %s", path)
+        if c.sync_bn and dist.enabled:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
+        if c.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.loss_fn = DeepSupervisionLoss("binary" if self.binary else "multiclass", weights=c.loss.weights,
                                            dice_weight=c.loss.dice_weight, iou_weight=c.loss.iou_weight)
         self.optimizer = _build_optimizer(c, self.model.parameters())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, build_schedule(c, self.total))
         self.step = 0
+        self.train_seconds = 0.0
         self.best: float | None = None
         self.best_step: int | None = None
         self.last_eval: dict[str, Any] = {}
         self.last_loss: dict[str, float] = {}
 
-        self.out.mkdir(parents=True, exist_ok=True)
         if self.resume:
             self._load_checkpoint()
         elif latest_checkpoint(self.out) is not None:
             raise U2SegError(f"{self.out}: holds checkpoints of an earlier run; continue it with --resume, or "
                              "start afresh in another output_dir (--set output_dir=...) or after deleting it")
         self.start_step = self.step
-        write_bytes_atomic(_yaml_bytes(config_to_dict(c)), self.out / "config.yaml")
-        self._trim_logs()
+        # every rank gets here before any writes (DDP's constructor waits for all): the checks above
+        # see the same output_dir on every rank
+        self.net = dist.wrap(self.model)
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(_yaml_bytes(config_to_dict(c)), self.out / "config.yaml")
+            self._trim_logs()
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -295,9 +495,14 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         self.best, self.best_step = state.get("best"), state.get("best_step")
-        _set_rng_states(state["rng"])
+        _set_rng_states(state["rng"], self.device)  # rank 0's: augmentation does not draw from them
         log.info("resumed from %s at step %d", path, self.step)
+        saved_batch = int(saved.get("batch_size", self.config.batch_size)) * int(state.get("world_size", 1))
+        if saved_batch != self.global_batch:
+            log.warning("the checkpoint was trained with a global batch of %d (batch_size × processes), this "
+                        "run uses %d: the data order does not continue exactly", saved_batch, self.global_batch)
         self.resumed_from = path
 
     def save_checkpoint(self) -> Path:
@@ -306,10 +511,12 @@ class _Run:
         state = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
-            "model": self.model.state_dict(),
+            "train_seconds": self.train_seconds,
+            "world_size": self.dist.world_size,
+            "model": self.model.state_dict(),  # the plain module's: no DDP "module." prefixes
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_states(),
+            "rng": _rng_states(self.device),
             "best": self.best,
             "best_step": self.best_step,
             "config": config_to_dict(self.config),
@@ -331,7 +538,7 @@ class _Run:
         """Drop rows past the current step (left by the interrupted run), or all on a fresh run."""
         jsonl, csv_path = self.out / "metrics.jsonl", self.out / "metrics.csv"
         if not self.step:
-            for p in (jsonl, csv_path):
+            for p in (jsonl, csv_path, *(self.out / "tensorboard").glob("events.out.tfevents.*")):
                 p.unlink(missing_ok=True)
             return
         if jsonl.exists():
@@ -353,6 +560,12 @@ class _Run:
         row = {k: _jsonable(v) for k, v in row.items()}
         with (self.out / "metrics.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
+        if self.board is not None:
+            group = "val" if row["kind"] == "eval" else row["kind"]
+            for key, value in row.items():
+                if key in _NOT_SCALARS or isinstance(value, bool) or not isinstance(value, (int, float)):
+                    continue  # None (not finite), lists (per-class IoU), flags
+                self.board.add_scalar(f"{group}/{key}", value, row["step"])
         if to_csv:
             path = self.out / "metrics.csv"
             fields = list(row)
@@ -375,8 +588,13 @@ class _Run:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        # training goes through DDP (gradients averaged across ranks); evaluation and previews run on
+        # rank 0 alone, so they call the plain module, which starts no collectives
+        net = self.net if self.model.training else self.model
         with self._autocast():
-            outputs = self.model(images)
+            outputs = net(images)
         return (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
 
     def evaluate(self) -> dict[str, Any]:
@@ -472,12 +690,15 @@ class _Run:
     # -- the loop -------------------------------------------------------------------------------
 
     def _install_sigint_handler(self):
-        """First Ctrl-C: finish the current step, save a checkpoint, stop. Second: stop at once."""
+        """First Ctrl-C: finish the current step, save a checkpoint, stop. Second: stop at once.
+
+        Several ranks must stop after the same step: there the first Ctrl-C only sets a flag, which
+        the ranks agree on after each update."""
         if threading.current_thread() is not threading.main_thread():
             return None
 
         def handler(signum, frame):
-            if self._stop_requested or not self._updating:
+            if self._stop_requested or not (self._updating or self.dist.enabled):
                 raise KeyboardInterrupt
             self._stop_requested = True
             log.warning("Ctrl-C: stopping after this step (press again to stop at once)")
@@ -487,16 +708,21 @@ class _Run:
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
 
-        c = self.config
-        sampler = _StepSampler(len(self.train_set), c.batch_size, c.seed, self.step, self.total)
+        c, dist = self.config, self.dist
+        sampler = _StepSampler(len(self.train_set), c.batch_size, c.seed, self.step, self.total,
+                               rank=dist.rank, world_size=dist.world_size)
         loader = torch.utils.data.DataLoader(_Seeded(self.train_set), batch_sampler=sampler, num_workers=c.workers,
                                              pin_memory=self.device.type == "cuda",
                                              persistent_workers=False)
         self.model.train()
-        bar = tqdm(total=self.total, initial=self.step, disable=not self.progress, unit="it", dynamic_ncols=True)
+        bar = tqdm(total=self.total, initial=self.step, disable=not (self.progress and dist.is_main), unit="it",
+                   dynamic_ncols=True)
+        if dist.is_main and c.tensorboard:
+            self.board = _summary_writer(self.out / "tensorboard", self.step + 1 if self.step else None)
         window_images, window_start = 0, time.perf_counter()
         self._stop_requested = False
         self._updating = False
+        mark = time.perf_counter()  # train_seconds counts loading + updates, not evaluation or saving
         previous_handler = self._install_sigint_handler()
         try:
             for batch in loader:
@@ -514,81 +740,118 @@ class _Run:
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
                 self.step += 1
+                parts, self._stop_requested = dist.mean_and_any(parts, self._stop_requested)
                 self._updating = False
+                self.train_seconds += time.perf_counter() - mark
                 self.last_loss = parts
-                window_images += images.shape[0]
+                window_images += images.shape[0] * dist.world_size
                 elapsed = time.perf_counter() - window_start
                 rate = window_images / elapsed if elapsed > 0 else float("nan")
                 bar.update(1)
                 bar.set_postfix(loss=f"{parts['total']:.4f}", img_s=f"{rate:.1f}")
                 last = self.step == self.total
                 if self.step % c.log_interval == 0 or last:
-                    self.log_row({"kind": "train", "step": self.step, "lr": lr, "img_per_s": rate,
-                                  "time": time.time(), **{f"loss_{k}": v for k, v in parts.items()}}, to_csv=True)
+                    if dist.is_main:
+                        self.log_row({"kind": "train", "step": self.step, "lr": lr, "img_per_s": rate,
+                                      "time": time.time(), "train_seconds": self.train_seconds,
+                                      **{f"loss_{k}": v for k, v in parts.items()}}, to_csv=True)
                     window_images, window_start = 0, time.perf_counter()
-                if self.val_set is not None and ((c.eval_interval and self.step % c.eval_interval == 0) or last):
-                    self.last_eval = self.evaluate()
-                    improved = self.maybe_save_best(self.last_eval)
-                    self.log_row({"kind": "eval", "step": self.step, **self.last_eval, "best": improved},
-                                 to_csv=False)
-                    summary = f"step {self.step}: " + ", ".join(
-                        f"{k} {v:.4f}" for k, v in self.last_eval.items() if isinstance(v, float) and k != "main")
-                    if self.progress:
-                        bar.write(summary)
-                    else:
-                        log.info("%s", summary)
-                if c.preview_interval and (self.step % c.preview_interval == 0 or last):
-                    self.preview()
-                if (c.save_interval and self.step % c.save_interval == 0) or last:
-                    self.save_checkpoint()
+                evaluate = self.val_set is not None and ((c.eval_interval and self.step % c.eval_interval == 0) or last)
+                preview = bool(c.preview_interval) and (self.step % c.preview_interval == 0 or last)
+                save = bool(c.save_interval and self.step % c.save_interval == 0) or last
+                if dist.is_main:
+                    if evaluate:
+                        self._evaluate_and_log(bar)
+                    if preview:
+                        self.preview()
+                    if save:
+                        self.save_checkpoint()
+                if evaluate or preview or save:
+                    dist.barrier()  # the other ranks wait for rank 0's evaluation and files
                 if time.perf_counter() - window_start > elapsed + 0.5:  # evaluation etc. is not training speed
                     window_images, window_start = 0, time.perf_counter()
                 if self._stop_requested and not last:
                     raise KeyboardInterrupt
+                mark = time.perf_counter()
         except KeyboardInterrupt:
             bar.close()
+            # no collectives here: another rank may be gone already
             if self._updating:  # a second Ctrl-C inside an update: the weights may be half-stepped
                 found = latest_checkpoint(self.out)
                 log.warning("interrupted during step %d; not saving a half-updated state (latest checkpoint: %s)",
                             self.step + 1, found)
-            else:
+            elif dist.is_main:
                 path = self.save_checkpoint()
                 log.warning("interrupted after step %d; saved %s (continue with --resume)", self.step, path)
             raise
         finally:
             bar.close()
+            if self.board is not None:
+                self.board.close()
+                self.board = None
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
-        if self.val_set is None:
+        if dist.is_main and self.val_set is None:
             best_dir = self.out / "best"  # no validation: the final weights are the best we know
             from ..weights import save_pretrained
 
             save_pretrained(self.model, best_dir, metadata={"step": self.step})
         result: dict[str, Any] = {"step": self.step, "start_step": self.start_step, "iterations": self.total,
+                                  "train_seconds": self.train_seconds,
                                   "loss": self.last_loss.get("total"), "skipped": list(self.skipped),
                                   "best": self.best, "best_step": self.best_step,
                                   "output_dir": str(self.out)}
         result.update({f"val_{k}": v for k, v in self.last_eval.items()})
-        write_bytes_atomic((json.dumps({k: _jsonable(v) for k, v in result.items()}, indent=2) + "\n").encode(),
-                           self.out / "final_metrics.json")
-        return result
+        if dist.is_main:
+            write_bytes_atomic((json.dumps({k: _jsonable(v) for k, v in result.items()}, indent=2) + "\n").encode(),
+                               self.out / "final_metrics.json")
+        if dist.enabled:
+            self._check_in_sync()
+        return dist.broadcast(result)  # every rank returns rank 0's metrics (its evaluation, its best)
+
+    def _evaluate_and_log(self, bar) -> None:
+        self.last_eval = self.evaluate()
+        improved = self.maybe_save_best(self.last_eval)
+        self.log_row({"kind": "eval", "step": self.step, "time": time.time(), "train_seconds": self.train_seconds,
+                      **self.last_eval, "best": improved},
+                     to_csv=False)
+        summary = f"step {self.step}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in self.last_eval.items() if isinstance(v, float) and k != "main")
+        if self.progress:
+            bar.write(summary)
+        else:
+            log.info("%s", summary)
+
+    def _check_in_sync(self) -> None:
+        """DDP keeps the ranks' parameters equal; say so in the log, and warn if they are not."""
+        mine = _parameter_checksum(self.model)
+        log.info("rank %d of %d: parameter checksum %s at step %d", self.dist.rank, self.dist.world_size, mine,
+                 self.step)
+        every = self.dist.gather(mine)
+        if self.dist.is_main and len(set(every)) > 1:
+            log.warning("the ranks ended with different parameters (checksums %s); the checkpoint holds rank 0's",
+                        ", ".join(every))
 
 
 def train(config: TrainConfig | dict, *, resume: bool | str | Path | None = None,
           progress: bool = True) -> dict[str, Any]:
     """Train as ``config`` says; returns the final metrics (``step``, ``loss``, ``val_*``, ``best``,
-    ``skipped``). ``resume``: True (latest checkpoint in ``output_dir``) or a checkpoint path."""
+    ``skipped``). ``resume``: True (latest checkpoint in ``output_dir``) or a checkpoint path.
+
+    Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel, see the module's doc."""
     if isinstance(config, dict):
         config = config_from_dict(config)
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    dist = _Distributed.from_env()
     try:
-        run = _Run(config, resume, progress)
+        run = _Run(config, resume, progress, dist)
         run.setup()
         if run.step >= run.total:
             log.warning("the checkpoint is at step %d of %d: nothing left to train", run.step, run.total)
         return run.run()
     finally:  # deterministic mode is process-wide in torch: give the caller its settings back
+        dist.stop()
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
 
