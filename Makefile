@@ -32,11 +32,21 @@ browser:
 
 # Synthesises a small dataset, trains U²-Net-P from scratch for a few minutes, evaluates, and
 # says where the metrics, best weights and previews are.
-RUN ?= runs/synthetic_demo-$(shell date +%Y%m%d-%H%M%S)
+ifndef RUN
+RUN := runs/synthetic_demo-$(shell date +%Y%m%d-%H%M%S)
+endif
 train-demo: setup
 	$(VENV)/bin/u2seg data check configs/synthetic_demo.yaml
 	$(VENV)/bin/u2seg train configs/synthetic_demo.yaml --set output_dir=$(RUN)
-	@echo "$(RUN)/: metrics.jsonl/csv, best/ (weights), previews/, final_metrics.json"
+	$(VENV)/bin/u2seg eval configs/synthetic_demo.yaml --set output_dir=$(RUN) --out $(RUN)/eval --no-progress
+	$(VENV)/bin/u2seg visualize configs/synthetic_demo.yaml --set output_dir=$(RUN) -o $(RUN)/sheets --limit 8
+	@echo
+	@echo "$(RUN)/"
+	@echo "  eval/metrics.json, eval/pr_curve.png, eval/f_measure.png   held-out scores and plots"
+	@echo "  sheets/*.png                                              image | label | prediction"
+	@echo "  previews/step_*.png                                       the same during training"
+	@echo "  best/                                                     weights: u2seg remove IMG -o OUT --weights $(RUN)/best"
+	@echo "  metrics.jsonl, metrics.csv, final_metrics.json            training logs"
 
 test: setup browser
 	$(PY) -m pytest
