@@ -319,3 +319,19 @@ def test_data_check_command_names_bad_files(tmp_path, capsys):
     assert main(["data", "check", str(config)]) == 1
     err = capsys.readouterr().err
     assert first_mask.stem in err and "orphan" in err
+
+
+def test_precision_auto_picks_bf16_only_on_bf16_hardware(tmp_path, binary_data, caplog):
+    from u2seg.train.trainer import _use_bf16
+
+    cpu = torch.device("cpu")
+    assert _use_bf16("fp32", cpu) is False and _use_bf16("bf16", cpu) is True
+    has_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert _use_bf16("auto", cpu) == has_bf16
+    raw = _raw(binary_data["train"], out=tmp_path / "run", precision="auto", iterations=1)
+    with caplog.at_level(logging.INFO, logger="u2seg.train.trainer"):
+        result = train(raw, progress=False)
+    assert math.isfinite(result["loss"])
+    assert f"precision auto: {'bf16' if has_bf16 else 'fp32'} on cpu" in caplog.text
+    with pytest.raises(ConfigError, match="precision"):
+        load_config(_write(tmp_path, {**raw, "precision": "fp16"}), check_paths=False)

@@ -108,7 +108,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    precision: str = "fp32"                    # fp32 | bf16 (autocast)
+    precision: str = "fp32"                    # fp32 | bf16 (autocast) | auto (bf16 where the hardware has it)
     channels_last: bool = False                # NHWC tensors: faster convolutions on CPUs and tensor cores
     device: str = "auto"                       # auto | cpu | cuda | cuda:N (torchrun: process i takes cuda:i)
     sync_bn: bool = False                      # torchrun on GPUs: BatchNorm statistics over the global batch
@@ -371,7 +371,7 @@ def _check_values(c: TrainConfig, source: str, check_paths: bool) -> None:
     _positive(c.eval_batch_size, "eval_batch_size", source)
     for key in ("workers", "eval_interval", "save_interval", "keep_checkpoints", "preview_interval", "seed"):
         _positive(getattr(c, key), key, source, zero=True)
-    _choice(c.precision, ("fp32", "bf16"), "precision", source)
+    _choice(c.precision, ("fp32", "bf16", "auto"), "precision", source)
     if not (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda")):
         raise ConfigError(f"{source}: device: expected auto, cpu, cuda or cuda:N, got {c.device!r}")
     if c.sync_bn and c.device == "cpu":  # torch's SyncBatchNorm runs on GPUs only

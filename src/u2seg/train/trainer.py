@@ -126,6 +126,19 @@ def _build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast for ``precision: bf16``, and for ``auto`` where the hardware has bf16 units
+    (CUDA GPUs that support it; CPUs with AVX-512 bf16 or AMX). Elsewhere bf16 is emulated and
+    slower than fp32, so ``auto`` picks fp32."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -402,6 +415,9 @@ class _Run:
             raise U2SegError(f"sync_bn: SyncBatchNorm needs CUDA, the device is {self.device} "
                              "(set sync_bn: false, or train on GPUs)")
         dist.start(self.device)
+        self.bf16 = _use_bf16(c.precision, self.device)
+        if c.precision == "auto":
+            log.info("precision auto: %s on %s", "bf16" if self.bf16 else "fp32", self.device)
         self.num_classes = c.model.num_classes
         self.binary = self.num_classes == 1
 
@@ -584,8 +600,7 @@ class _Run:
     # -- evaluation and previews ------------------------------------------------------------------
 
     def _autocast(self):
-        enabled = self.config.precision == "bf16"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.config.channels_last:
@@ -624,16 +639,12 @@ class _Run:
                         metric.update(logits.argmax(1).numpy(), masks.numpy())
         finally:
             self.model.train(was_training)
-        res = metric.results()
-        if self.binary:
-            keys = ("maxF", "meanF", "adpF", "wF", "MAE", "S", "maxE", "meanE", "adpE")
-            out = {k: float(res[k]) for k in keys}
-            out["main"] = out["maxF"]
-        else:
-            keys = ("mIoU", "mDice", "pixel_accuracy", "mean_accuracy", "kappa")
-            out = {k: float(res[k]) for k in keys}
-            out["IoU"] = [_jsonable(float(v)) for v in res["IoU"]]
-            out["main"] = out["mIoU"]
+        from ..evaluation.runner import headline
+
+        out = headline(metric.results(), "binary" if self.binary else "multiclass")
+        if "IoU" in out:
+            out["IoU"] = [_jsonable(v) for v in out["IoU"]]
+        out["main"] = out["maxF" if self.binary else "mIoU"]
         out["loss"] = float(np.mean(losses)) if losses else float("nan")
         return out
 
@@ -666,18 +677,18 @@ class _Run:
                 logits = self._forward(images.to(self.device))[0].float().cpu()
         finally:
             self.model.train(was_training)
+        from ..infer.colorize import gray, label_colours, side_by_side
+
         rows = []
         for i, item in enumerate(items):
             picture = _to_uint8_image(item["image"], dataset.transform)
             if self.binary:
-                label = _gray(item["mask"][0].numpy())
-                pred = _gray(torch.sigmoid(logits[i, 0]).numpy())
+                label = gray(item["mask"][0].numpy())
+                pred = gray(torch.sigmoid(logits[i, 0]).numpy())
             else:
-                label = _palette(item["mask"].numpy())
-                pred = _palette(logits[i].argmax(0).numpy())
-            h = picture.shape[0]
-            parts = [picture] + [_fit(p, h, picture.shape[1]) for p in (label, pred)]
-            rows.append(np.concatenate(parts, axis=1))
+                label = label_colours(item["mask"].numpy())
+                pred = label_colours(logits[i].argmax(0).numpy())
+            rows.append(side_by_side([picture, label, pred], gap=0))
         width = max(r.shape[1] for r in rows)
         sheet = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
         buffer = io.BytesIO()
@@ -885,26 +896,3 @@ def _to_uint8_image(image: torch.Tensor, transform: Any) -> np.ndarray:
     x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
     return (x.transpose(1, 2, 0) * 255 + 0.5).clip(0, 255).astype(np.uint8)
 
-
-def _gray(a: np.ndarray) -> np.ndarray:
-    g = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return np.repeat(g[..., None], 3, axis=2)
-
-
-_COLOURS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], np.uint8)
-
-
-def _palette(labels: np.ndarray) -> np.ndarray:
-    labels = labels.astype(np.int64)
-    out = _COLOURS[labels % len(_COLOURS)]
-    out[labels == 255] = (255, 255, 255)
-    return out
-
-
-def _fit(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    if a.shape[:2] == (h, w):
-        return a
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(a).resize((w, h), Image.NEAREST))
