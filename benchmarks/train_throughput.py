@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=288, help="random CROP×CROP crop (RandomCrop)")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each round (≥ 1)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of all variants (about 8 min each for u2netp at 288 px on 2 cores)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers (u2net_train.py: 1)")
     parser.add_argument("--images", type=int, default=0,
