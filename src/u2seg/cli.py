@@ -109,6 +109,19 @@ def _refine_options(args: argparse.Namespace):
         crop=args.crop, crop_margin=args.crop_margin)
 
 
+def _report_plan_problems(plan, extra=None) -> bool:
+    """Print a plan's conflicts (True: nothing may be written) and its inputs that named nothing."""
+    conflicts = plan.conflicts + (extra.conflicts if extra is not None else [])
+    for line in dict.fromkeys(conflicts):
+        _err(f"error: {line}")
+    if conflicts:
+        _err("nothing was written: rename or separate the inputs above")
+        return True
+    for argument in plan.missing:
+        _err(f"error: {argument}: no such file, folder or match")
+    return False
+
+
 def _cmd_remove(args: argparse.Namespace) -> int:
     from .infer import encode_image, load_image, plan_outputs, remove_files, render
 
@@ -122,13 +135,8 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     plan = None
     if not stdin:
         plan = plan_outputs(args.inputs, args.output, fmt=args.format, overwrite=args.overwrite)
-        if plan.conflicts:
-            for line in plan.conflicts:
-                _err(f"error: {line}")
-            _err("nothing was written: rename or separate the inputs above")
+        if _report_plan_problems(plan):
             return EXIT_USAGE
-        for argument in plan.missing:
-            _err(f"error: {argument}: no such file, folder or match")
         if plan.existing:
             _err(f"skipping {len(plan.existing)} file(s) whose output exists, e.g. "
                  f"{plan.existing[0].output} (use --overwrite to replace)")
@@ -480,14 +488,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     masks = plan_outputs(args.inputs, args.output / "masks", overwrite=args.overwrite)
     overlays = None if args.no_overlay else plan_outputs(args.inputs, args.output / "overlays",
                                                          overwrite=args.overwrite)
-    for plan in (masks, overlays):
-        if plan is not None and plan.conflicts:
-            for line in plan.conflicts:
-                _err(f"error: {line}")
-            _err("nothing was written: rename or separate the inputs above")
-            return EXIT_USAGE
-    for argument in masks.missing:
-        _err(f"error: {argument}: no such file, folder or match")
+    if _report_plan_problems(masks, overlays):
+        return EXIT_USAGE
     skipped = {t.source for t in masks.existing} | ({t.source for t in overlays.existing} if overlays else set())
     if skipped:
         _err(f"skipping {len(skipped)} image(s) whose outputs exist (use --overwrite to replace)")
