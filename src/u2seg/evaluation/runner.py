@@ -96,7 +96,7 @@ def evaluate_predictor(predictor: Predictor, dataset, *, batch_size: int = 4, li
 
     num_classes = int(dataset.num_classes)
     model_classes = int(predictor.num_classes)
-    if num_classes != model_classes and not (num_classes == 1 and model_classes == 1):
+    if num_classes != model_classes:
         raise U2SegError(f"the model predicts {model_classes} class{'es' if model_classes > 1 else ''} but the "
                          f"dataset has num_classes={num_classes}")
     if batch_size < 1:

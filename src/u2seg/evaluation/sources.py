@@ -51,14 +51,15 @@ def from_config(path: str | Path, overrides: Sequence[str] = (), *, split: str =
             raise U2SegError(f"{best}: no trained weights yet (train with u2seg train {path}, "
                              "or give --weights PATH)")
         weights = best
-    return EvalSource(dataset, config.model.name, Path(weights) if weights else None, timestamped(output_dir, f"eval-{split}"))
+    return EvalSource(dataset, config.model.name, Path(weights) if weights else None,
+                      timestamped(output_dir, f"eval-{split}"))
 
 
 def from_folder(root: str | Path, *, format: str = "folder", num_classes: int = 1, images_dir: str | None = None,
                 masks_dir: str | None = None, list_file: str | None = None, separator: str = " ",
                 split: str | None = None) -> object:
     """A dataset named by its folder and layout (``folder``: images/ + masks/, ``filelist``,
-    ``voc``), with the same checks as a training config's."""
+    ``voc``); a wrong layout or a missing folder is one clear error."""
     from ..train.config import DatasetConfig
     from ..train.trainer import build_dataset
 
