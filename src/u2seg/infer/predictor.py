@@ -177,11 +177,7 @@ class Predictor:
 
     def predict_many(self, images: Iterable[ImageInput]) -> list[np.ndarray]:
         """Like :meth:`predict` for several images, run through the network as one batch."""
-        loaded = [load_image(im) for im in images]
-        if not loaded:
-            return []
-        probs = self.network_probabilities(loaded)
-        return [self.postprocess(p, im.size) for p, im in zip(probs, loaded)]
+        return self._per_image(images, self.postprocess)
 
     def predict_classes(self, image: ImageInput) -> np.ndarray:
         """Class indices, ``uint8 H×W`` at the image's size: the argmax of the class
@@ -190,11 +186,15 @@ class Predictor:
         return self.predict_classes_many([image])[0]
 
     def predict_classes_many(self, images: Iterable[ImageInput]) -> list[np.ndarray]:
+        return self._per_image(images, _class_map)
+
+    def _per_image(self, images: Iterable[ImageInput], finish) -> list[np.ndarray]:
+        """Load the images, run them as one batch, and ``finish(probs, (width, height))`` each."""
         loaded = [load_image(im) for im in images]
         if not loaded:
             return []
         probs = self.network_probabilities(loaded)
-        return [_class_map(p, im.size) for p, im in zip(probs, loaded)]
+        return [finish(p, im.size) for p, im in zip(probs, loaded)]
 
     def network_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """``N×K×h×w`` probabilities at the input size (sigmoid, or softmax over K classes),
