@@ -323,8 +323,21 @@ def test_binary_checks_and_multiclass_hint(tmp_path: Path) -> None:
     _save(_disc(30, 40, 2), tmp_path / "masks" / "indices.png")   # class indices used as a binary mask
     _save(photo, tmp_path / "images" / "fine.png")
     _save(_disc(30, 40, 255), tmp_path / "masks" / "fine.png")
+    colour = np.zeros((30, 40, 3), np.uint8)
+    colour[5:25, 5:35] = (255, 60, 0)                             # a red object: luminance 108
+    _save(photo, tmp_path / "images" / "colour.png")
+    _save(colour, tmp_path / "masks" / "colour.png")
     problems = FolderPairs(tmp_path).check()
-    assert len(problems) == 1 and "indices.png: no value above 127 (max 2)" in problems[0]
+    text = "\n".join(problems)
+    assert len(problems) == 3, problems
+    assert "indices.png: no value above 127 (max 2)" in text
+    assert "colour.png: colour mask; binary masks should be grayscale" in text
+    assert "colour.png: no value above 127 (max 111)" in text
+    # read anyway through its luminance (ITU-R 601: 0.299·255 + 0.587·60 ≈ 111 ≤ 127 → background)
+    ds = FolderPairs(tmp_path)
+    assert ds[ds_index(ds, "colour")]["mask"].max() == 0
+    (tmp_path / "masks" / "colour.png").unlink()
+    (tmp_path / "images" / "colour.png").unlink()
     # 0/255 masks with num_classes=2: 255 would be "ignore" everywhere
     (tmp_path / "masks" / "indices.png").unlink()
     (tmp_path / "images" / "indices.png").unlink()

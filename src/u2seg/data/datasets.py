@@ -143,9 +143,10 @@ _COLOUR_SPREAD = 32  # channels further apart than this make a binary mask "colo
 def _binary_levels(path: Path) -> tuple[np.ndarray, bool]:
     """The grey levels (``uint8 H×W``) of a binary mask, and whether it is in colour."""
     rgb = np.asarray(load_image(path).convert("RGB"))
-    spread = int((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)).max()) if rgb.size else 0
-    if spread == 0:
-        return np.ascontiguousarray(rgb[..., 0]), False
+    red = rgb[..., 0]
+    if np.array_equal(red, rgb[..., 1]) and np.array_equal(red, rgb[..., 2]):  # grey: the usual case, and cheap
+        return np.ascontiguousarray(red), False
+    spread = int((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)).max())
     return np.asarray(Image.fromarray(rgb).convert("L")), spread > _COLOUR_SPREAD
 
 
