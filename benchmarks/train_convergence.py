@@ -45,6 +45,7 @@ def build_config(args: argparse.Namespace, data: Path, out: Path) -> dict:
         },
         "batch_size": args.batch,
         "iterations": args.iterations,
+        "max_minutes": args.minutes,
         "optimizer": {"name": "adam", "lr": args.lr},
         "schedule": {"name": args.schedule, "warmup_iters": args.warmup, "min_lr": args.lr * 0.01},
         "loss": {"iou_weight": args.iou_weight},
@@ -68,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resize", type=int, help="resize before the random crop (default size·8/7)")
     p.add_argument("--crop", type=int, help="default --size")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--iterations", type=int, default=1450)
+    p.add_argument("--minutes", type=float, default=15.0,
+                   help="time budget: the schedule decays over it and the run ends within it (0: none)")
+    p.add_argument("--iterations", type=int, help="a step budget instead (or as well)")
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--schedule", default="cosine")
     p.add_argument("--warmup", type=int, default=100)
@@ -80,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, help="folder for data and the run (default: a temporary one)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_convergence.json")
     args = p.parse_args(argv)
+    args.minutes = args.minutes or None
+    if args.minutes is None and args.iterations is None:
+        p.error("give --minutes or --iterations")
 
     import torch
 

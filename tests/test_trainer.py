@@ -94,6 +94,8 @@ def test_config_defaults_are_the_official_optimizer(tmp_path, binary_data):
     (lambda r: r.pop("data"), "data: required key is missing"),
     (lambda r: r["data"]["train"].pop("root"), "data.train.root: required key is missing"),
     (lambda r: r.update(epochs=2), "give exactly one of them (both given)"),
+    (lambda r: r.pop("iterations"), "give exactly one of them (neither given), or a time budget max_minutes"),
+    (lambda r: r.update(max_minutes=0), "max_minutes: must be > 0, got 0"),
     (lambda r: r.update(precision="fp16"), "precision: 'fp16' is not one of fp32, bf16"),
     (lambda r: r["model"].update(name="u2net_p"), "did you mean 'u2netp'?"),
 ])
@@ -179,7 +181,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, binary_data, mo
     def config(out):
         raw = _raw(binary_data["train"], out=out, iterations=6, deterministic=True, workers=0, seed=3,
                    schedule={"name": "poly", "warmup_iters": 2, "warmup_ratio": 0.1}, preview_interval=3,
-                   preview_count=1)
+                   preview_count=1, ema_decay=0.9)
         return load_config(_write(tmp_path, raw, f"{out.name}.yaml"))
 
     straight = tmp_path / "straight"
@@ -190,10 +192,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, binary_data, mo
     if how == "sigint-during-step":  # a real Ctrl-C in the middle of step 3: it finishes, saves, stops
         original = _Run._forward
 
-        def forward(self, images):
+        def forward(self, images, net):
             if self.model.training and self.step == 2:
                 os.kill(os.getpid(), signal.SIGINT)
-            return original(self, images)
+            return original(self, images, net)
 
         monkeypatch.setattr(_Run, "_forward", forward)
     else:  # KeyboardInterrupt raised after step 3 (during the preview)
@@ -218,6 +220,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, binary_data, mo
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 6
+    for key in a["ema"]["module"]:  # the weight average continues too
+        assert torch.equal(a["ema"]["module"][key], b["ema"]["module"][key]), key
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     assert [r["step"] for r in _rows(resumed)] == list(range(1, 7))
@@ -225,6 +230,88 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, binary_data, mo
     if importlib.util.find_spec("tensorboard") is not None:  # the resumed run adds to the same TensorBoard run
         assert _board(resumed)["train/loss_total"] == _board(straight)["train/loss_total"]
         assert [step for step, _ in _board(resumed)["train/loss_total"]] == list(range(1, 7))
+
+
+def test_model_ema_follows_the_formula():
+    from u2seg.train.ema import ModelEMA
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = ModelEMA(model, decay=0.25)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    decays = []
+    for _ in range(4):
+        with torch.no_grad():  # a "step": new weights, and BatchNorm statistics from a forward pass
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model.train()(torch.randn(2, 3, 8, 8))
+        decays.append(ema.current_decay())
+        ema.update(model)
+        d = decays[-1]
+        for key, value in model.state_dict().items():
+            expected[key] = value.clone() if key.endswith("num_batches_tracked") else d * expected[key] + (1 - d) * value
+    assert decays == pytest.approx([1 / 10, 2 / 11, 3 / 12, 0.25])  # the warm-up ramp, then the decay
+    state = ema.module.state_dict()
+    for key, value in expected.items():
+        assert torch.allclose(state[key], value, atol=1e-6), key
+    assert int(state["1.num_batches_tracked"]) == 4
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    with pytest.raises(ValueError, match="decay must be in"):
+        ModelEMA(model, decay=1.0)
+
+
+def test_ema_weights_are_the_ones_evaluated_and_saved(tmp_path, binary_data):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    raw = _raw(binary_data["train"], binary_data["val"], out, iterations=4, ema_decay=0.9, optimizer={"lr": 3e-3})
+    result = train(load_config(_write(tmp_path, raw)), progress=False)
+    state = torch.load(out / "checkpoints" / "step_4.pt", weights_only=False)
+    averaged, latest = state["ema"]["module"], state["model"]
+    assert state["ema"]["updates"] == 4
+    assert not torch.equal(averaged["stage1.rebnconvin.conv_s1.weight"], latest["stage1.rebnconvin.conv_s1.weight"])
+    saved = load_file(str(out / "best" / "model.safetensors"))
+    assert result["best_step"] == 4 and saved.keys() == averaged.keys()
+    for key, value in saved.items():
+        assert torch.equal(value, averaged[key]), key
+    assert json.loads((out / "best" / "config.json").read_text())["ema_decay"] == 0.9
+    with pytest.raises(ConfigError, match=r"ema_decay: must lie in \[0, 1\)"):
+        load_config(_write(tmp_path, {**raw, "ema_decay": 1.0}))
+
+
+def test_time_budget_stops_in_time_decays_over_the_clock_and_resumes(tmp_path, binary_data, caplog):
+    out = tmp_path / "run"
+    lr, floor, budget = 1e-3, 1e-5, 3.0
+    raw = _raw(binary_data["train"], out=out, max_minutes=budget / 60, optimizer={"lr": lr},
+               schedule={"name": "cosine", "warmup_iters": 2, "min_lr": floor})
+    raw.pop("iterations")  # the budget alone ends the run
+    result = train(load_config(_write(tmp_path, raw)), progress=False)
+    rows = _rows(out)
+    clocks = [r["run_seconds"] for r in rows]
+    assert [r["step"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 3
+    assert clocks == sorted(clocks)
+    # the first step to reach the budget is the last (nothing to keep free: no evaluation before the end)
+    assert clocks[-1] >= budget > clocks[-2]
+    assert result["iterations"] is None and result["step"] == len(rows) and result["run_seconds"] >= budget
+
+    def cosine(clock):
+        return floor + (lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, clock / budget)))
+
+    # after the warm-up, step k + 1's rate follows the clock at the end of step k
+    for before, row in zip(rows[1:], rows[2:]):
+        assert row["lr"] == pytest.approx(cosine(before["run_seconds"]), rel=1e-9)
+    state = torch.load(latest_checkpoint(out), weights_only=False)
+    assert state["step"] == len(rows) and state["run_seconds"] >= clocks[-1]
+
+    raw["max_minutes"] = 2 * budget / 60  # a larger budget: --resume goes on where the clock stopped
+    train(load_config(_write(tmp_path, raw)), resume=True, progress=False)
+    more = _rows(out)[len(rows):]
+    assert more[0]["step"] == len(rows) + 1 and more[0]["run_seconds"] > state["run_seconds"]
+    assert more[-1]["run_seconds"] >= 2 * budget > more[-2]["run_seconds"]
+    with caplog.at_level(logging.WARNING, logger="u2seg"):
+        train(load_config(_write(tmp_path, raw)), resume=True, progress=False)
+    assert "nothing left to train (raise max_minutes to go on)" in caplog.text
+    assert len(_rows(out)) == len(rows) + len(more)
 
 
 def test_tensorboard_scalars_match_the_metrics(tmp_path, binary_data):

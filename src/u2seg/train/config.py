@@ -105,10 +105,13 @@ class TrainConfig:
     batch_size: int = 12                       # per process: under torchrun the global batch is batch_size × processes
     iterations: int | None = None           # give iterations or epochs; a step is one (synchronous) update
     epochs: float | None = None                # passes over the train set, counted in global batches
+    max_minutes: float | None = None           # a time budget (wall clock, evaluation included): the
+                                               # schedule decays over it and the run stops in time
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     precision: str = "fp32"                    # fp32 | bf16 (autocast) | auto (bf16 where the hardware has it)
+    ema_decay: float = 0.0                     # 0: off; e.g. 0.998: evaluate and save an average of the weights
     channels_last: bool = False                # NHWC tensors: faster convolutions on CPUs and tensor cores
     device: str = "auto"                       # auto | cpu | cuda | cuda:N (torchrun: process i takes cuda:i)
     sync_bn: bool = False                      # torchrun on GPUs: BatchNorm statistics over the global batch
@@ -361,9 +364,12 @@ def _check_values(c: TrainConfig, source: str, check_paths: bool) -> None:
         p = Path(c.model.pretrained).expanduser()
         if not p.exists() and ("/" in c.model.pretrained or p.suffix):
             raise ConfigError(f"{source}: model.pretrained: {p}: no such weights file or folder")
-    if (c.iterations is None) == (c.epochs is None):
-        which = "both" if c.iterations is not None else "neither"
-        raise ConfigError(f"{source}: iterations, epochs: give exactly one of them ({which} given)")
+    if c.iterations is not None and c.epochs is not None:
+        raise ConfigError(f"{source}: iterations, epochs: give exactly one of them (both given)")
+    if c.iterations is None and c.epochs is None and c.max_minutes is None:
+        raise ConfigError(f"{source}: iterations, epochs: give exactly one of them (neither given), "
+                          "or a time budget max_minutes")
+    _positive(c.max_minutes, "max_minutes", source)
     _positive(c.iterations, "iterations", source)
     _positive(c.epochs, "epochs", source)
     for key in ("batch_size", "log_interval", "preview_count"):
@@ -372,6 +378,9 @@ def _check_values(c: TrainConfig, source: str, check_paths: bool) -> None:
     for key in ("workers", "eval_interval", "save_interval", "keep_checkpoints", "preview_interval", "seed"):
         _positive(getattr(c, key), key, source, zero=True)
     _choice(c.precision, ("fp32", "bf16", "auto"), "precision", source)
+    if not (0 <= c.ema_decay < 1):
+        raise ConfigError(f"{source}: ema_decay: must lie in [0, 1) (0: off; 0.99 … 0.9999 typical), "
+                          f"got {c.ema_decay}")
     if not (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda")):
         raise ConfigError(f"{source}: device: expected auto, cpu, cuda or cuda:N, got {c.device!r}")
     if c.sync_bn and c.device == "cpu":  # torch's SyncBatchNorm runs on GPUs only

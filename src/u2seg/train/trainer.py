@@ -15,6 +15,14 @@
   installed and the config's ``tensorboard`` is on).
 - ``resume=True`` continues from the latest checkpoint in ``output_dir/checkpoints``, a path from
   that checkpoint. Ctrl-C saves a checkpoint, then re-raises ``KeyboardInterrupt``.
+- ``max_minutes``: a time budget on the run's clock (``run_seconds``: wall time of training,
+  evaluation and checkpoints, summed over resumed sessions). Poly/cosine decay follow the clock
+  (``clock / budget``, or the further of that and the step count when ``iterations`` is set too),
+  and the run stops at the first step whose clock plus the time the last evaluation, preview and
+  checkpoint took reaches the budget, so the final ones fit in it. The rate then depends on the
+  machine's speed: such runs are not reproducible step for step.
+- ``ema_decay``: evaluation, previews and ``best/`` use an exponential moving average of the
+  weights (``ema.py``); checkpoints hold both.
 
 Several processes (``torchrun --nproc-per-node N -m u2seg train CONFIG``; WORLD_SIZE > 1 in the
 environment) train one model with DistributedDataParallel: backend gloo on the CPU, nccl on CUDA
@@ -41,6 +49,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -50,6 +59,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +70,7 @@ import torch
 from ..errors import U2SegError
 from ..fileio import write_bytes_atomic
 from .config import DatasetConfig, TrainConfig, _under, config_from_dict, config_to_dict
+from .ema import ModelEMA
 
 __all__ = ["build_dataset", "build_schedule", "latest_checkpoint", "train"]
 
@@ -67,7 +78,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
-_NOT_SCALARS = frozenset({"kind", "step", "time", "train_seconds", "main", "best"})  # log rows → TensorBoard
+_NOT_SCALARS = frozenset({"kind", "step", "time", "train_seconds", "run_seconds", "main", "best"})  # log rows → TensorBoard
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,19 +108,30 @@ def build_dataset(d: DatasetConfig, num_classes: int):
     return VOCSegmentation(root, d.split or "train", num_classes=num_classes, transform=transform)
 
 
-def build_schedule(config: TrainConfig, total: int):
-    """The learning-rate factor (of ``optimizer.lr``) at step ``t`` (0-based)."""
+def build_schedule(config: TrainConfig, total: int | None, clock: Callable[[], float] | None = None):
+    """The learning-rate factor (of ``optimizer.lr``) at step ``t`` (0-based).
+
+    After the warm-up, poly and cosine decay over the steps (``total``) or, with ``max_minutes``,
+    over the time budget: progress is ``clock() / budget`` (``clock``: seconds into the run), or
+    the further of the two when both are set."""
     s, lr = config.schedule, config.optimizer.lr
     floor = s.min_lr / lr
     warm = s.warmup_iters
+    budget = config.max_minutes * 60 if config.max_minutes else None
+    if budget is not None and clock is None:
+        raise ValueError("a schedule over max_minutes needs the run's clock")
 
     def factor(t: int) -> float:
         if warm and t < warm:
             return s.warmup_ratio + (1 - s.warmup_ratio) * t / warm
         if s.name == "constant":
             return 1.0
-        span = max(1, total - warm)
-        progress = min(1.0, (t - warm) / span)
+        progress = 0.0
+        if total is not None:
+            progress = (t - warm) / max(1, total - warm)
+        if budget is not None:
+            progress = max(progress, clock() / budget)
+        progress = min(1.0, progress)
         if s.name == "poly":
             return floor + (1 - floor) * (1 - progress) ** s.power
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -158,7 +180,7 @@ class _StepSampler:
     batches of one step are disjoint, and together they are the batch of ``B·W`` one process sees.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int, *, rank: int = 0,
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int | None, *, rank: int = 0,
                  world_size: int = 1):
         self.n, self.batch_size, self.seed, self.start, self.total = n, batch_size, seed, start, total
         self.rank, self.world_size = rank, world_size
@@ -171,10 +193,12 @@ class _StepSampler:
         return int(self._perm[1][position % self.n])
 
     def __len__(self) -> int:
+        if self.total is None:
+            raise TypeError("a run with a time budget has no fixed number of steps")
         return self.total - self.start
 
     def __iter__(self):
-        for step in range(self.start, self.total):
+        for step in itertools.count(self.start) if self.total is None else range(self.start, self.total):
             first = (step * self.world_size + self.rank) * self.batch_size
             yield [(self._index(p), _sample_seed(self.seed, p)) for p in range(first, first + self.batch_size)]
 
@@ -433,10 +457,12 @@ class _Run:
                     check_dataset(self.val_set)
         n = len(self.train_set)
         self.global_batch = c.batch_size * dist.world_size
+        self.total: int | None = None  # None: a time budget alone (max_minutes) ends the run
         if c.iterations is not None:
             self.total = c.iterations
-        else:
+        elif c.epochs is not None:
             self.total = max(1, math.ceil(c.epochs * n / self.global_batch))
+        self.budget = c.max_minutes * 60 if c.max_minutes else None
 
         torch.manual_seed(c.seed)  # the model's initial weights do not depend on the data checks
         self.model = create_model(c.model.name, num_classes=self.num_classes, in_channels=c.model.in_channels)
@@ -460,9 +486,13 @@ class _Run:
         self.loss_fn = DeepSupervisionLoss("binary" if self.binary else "multiclass", weights=c.loss.weights,
                                            dice_weight=c.loss.dice_weight, iou_weight=c.loss.iou_weight)
         self.optimizer = _build_optimizer(c, self.model.parameters())
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, build_schedule(c, self.total))
+        self.ema = ModelEMA(self.model, c.ema_decay) if c.ema_decay else None
         self.step = 0
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # loading + updates
+        self.run_seconds = 0.0  # the run's clock (all ranks agree on it): training, evaluation, checkpoints
+        self._session: tuple[float, float] | None = None  # (run_seconds, perf_counter) when this session began
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           build_schedule(c, self.total, lambda: self.run_seconds))
         self.best: float | None = None
         self.best_step: int | None = None
         self.last_eval: dict[str, Any] = {}
@@ -509,9 +539,17 @@ class _Run:
                                  f"the config says {getattr(self.config.model, key)!r}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            if state.get("ema"):
+                self.ema.load_state_dict(state["ema"])
+            else:  # EMA switched on for the rest of a run: the average starts from these weights
+                self.ema = ModelEMA(self.model, self.config.ema_decay)
+                log.warning("%s has no EMA weights (ema_decay was off): the average starts at step %d",
+                            path, int(state["step"]))
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.run_seconds = float(state.get("run_seconds", self.train_seconds))
         self.best, self.best_step = state.get("best"), state.get("best_step")
         _set_rng_states(state["rng"], self.device)  # rank 0's: augmentation does not draw from them
         log.info("resumed from %s at step %d", path, self.step)
@@ -528,8 +566,10 @@ class _Run:
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "train_seconds": self.train_seconds,
+            "run_seconds": self._clock(),
             "world_size": self.dist.world_size,
             "model": self.model.state_dict(),  # the plain module's: no DDP "module." prefixes
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": _rng_states(self.device),
@@ -547,6 +587,13 @@ class _Run:
             for _, old in found[:-keep]:
                 old.unlink(missing_ok=True)
         return path
+
+    def _clock(self) -> float:
+        """This process's reading of the run's clock (seconds, over resumed sessions)."""
+        if self._session is None:
+            return self.run_seconds
+        start_value, start_time = self._session
+        return start_value + time.perf_counter() - start_time
 
     # -- logs -----------------------------------------------------------------------------------
 
@@ -602,15 +649,29 @@ class _Run:
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _forward(self, images: torch.Tensor, net: torch.nn.Module) -> tuple[torch.Tensor, ...]:
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        # training goes through DDP (gradients averaged across ranks); evaluation and previews run on
-        # rank 0 alone, so they call the plain module, which starts no collectives
-        net = self.net if self.model.training else self.model
         with self._autocast():
             outputs = net(images)
         return (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
+
+    @property
+    def weights(self) -> torch.nn.Module:
+        """The weights evaluated, previewed and saved to ``best/``: the EMA's when it is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """The plain module to evaluate (rank 0 alone: it starts no DDP collectives), in eval mode."""
+        net = self.weights
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                yield net
+        finally:
+            net.train(was_training)
 
     def evaluate(self) -> dict[str, Any]:
         from ..metrics import ConfusionMatrix, SODMetrics
@@ -619,26 +680,21 @@ class _Run:
         loader = torch.utils.data.DataLoader(self.val_set, batch_size=c.eval_batch_size or c.batch_size,
                                              shuffle=False, num_workers=c.workers)
         metric = SODMetrics() if self.binary else ConfusionMatrix(self.num_classes)
-        was_training = self.model.training
-        self.model.eval()
         losses = []
-        try:
-            with torch.no_grad():
-                for batch in loader:
-                    images = batch["image"].to(self.device)
-                    masks = batch["mask"]
-                    outputs = self._forward(images)
-                    total, _ = self.loss_fn(outputs, masks.to(self.device))
-                    losses.append(float(total))
-                    logits = outputs[0].float().cpu()
-                    if self.binary:
-                        probs = torch.sigmoid(logits)[:, 0].numpy()
-                        for prob, gt in zip(probs, masks[:, 0].numpy()):
-                            metric.update(prob, gt)
-                    else:
-                        metric.update(logits.argmax(1).numpy(), masks.numpy())
-        finally:
-            self.model.train(was_training)
+        with self._evaluating() as net:
+            for batch in loader:
+                images = batch["image"].to(self.device)
+                masks = batch["mask"]
+                outputs = self._forward(images, net)
+                total, _ = self.loss_fn(outputs, masks.to(self.device))
+                losses.append(float(total))
+                logits = outputs[0].float().cpu()
+                if self.binary:
+                    probs = torch.sigmoid(logits)[:, 0].numpy()
+                    for prob, gt in zip(probs, masks[:, 0].numpy()):
+                        metric.update(prob, gt)
+                else:
+                    metric.update(logits.argmax(1).numpy(), masks.numpy())
         from ..evaluation.runner import headline
 
         out = headline(metric.results(), "binary" if self.binary else "multiclass")
@@ -660,7 +716,9 @@ class _Run:
         size = _transform_size(self.config.data.val.transform if self.config.data.val else None)
         if size:
             metadata["input_size"] = [size, size]
-        save_pretrained(self.model, self.out / "best", metadata=metadata)
+        if self.ema is not None:
+            metadata["ema_decay"] = self.ema.decay
+        save_pretrained(self.weights, self.out / "best", metadata=metadata)
         return True
 
     def preview(self) -> Path:
@@ -670,13 +728,8 @@ class _Run:
         count = min(self.config.preview_count, len(dataset))
         items = [dataset[i] for i in range(count)]
         images = torch.stack([it["image"] for it in items])
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                logits = self._forward(images.to(self.device))[0].float().cpu()
-        finally:
-            self.model.train(was_training)
+        with self._evaluating() as net:
+            logits = self._forward(images.to(self.device), net)[0].float().cpu()
         from ..infer.colorize import gray, label_colours, side_by_side
 
         rows = []
@@ -734,13 +787,15 @@ class _Run:
         self._stop_requested = False
         self._updating = False
         mark = time.perf_counter()  # train_seconds counts loading + updates, not evaluation or saving
+        self._session = (self.run_seconds, mark)
+        reserve = 0.0  # what the last evaluation, preview and checkpoint took: kept free before a time budget
         previous_handler = self._install_sigint_handler()
         try:
             for batch in loader:
                 self._updating = True
                 images = batch["image"].to(self.device, non_blocking=True)
                 masks = batch["mask"].to(self.device, non_blocking=True)
-                outputs = self._forward(images)
+                outputs = self._forward(images, self.net)  # through DDP: gradients averaged across ranks
                 total, parts = self.loss_fn(outputs, masks)
                 if not math.isfinite(parts["total"]):  # before the update: the weights stay usable
                     raise U2SegError(f"step {self.step + 1}: the loss is {parts['total']} (lower optimizer.lr, "
@@ -748,10 +803,15 @@ class _Run:
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
                 lr = self.optimizer.param_groups[0]["lr"]
-                self.scheduler.step()
                 self.step += 1
-                parts, self._stop_requested = dist.mean_and_any(parts, self._stop_requested)
+                # one all-reduce: mean losses, any Ctrl-C, and the clock every rank then uses alike
+                parts, self._stop_requested = dist.mean_and_any(
+                    {**parts, "_clock": self._clock(), "_reserve": reserve}, self._stop_requested)
+                self.run_seconds, shared_reserve = parts.pop("_clock"), parts.pop("_reserve")
+                self.scheduler.step()  # the next step's rate: it may follow the clock (max_minutes)
                 self._updating = False
                 self.train_seconds += time.perf_counter() - mark
                 self.last_loss = parts
@@ -760,16 +820,22 @@ class _Run:
                 rate = window_images / elapsed if elapsed > 0 else float("nan")
                 bar.update(1)
                 bar.set_postfix(loss=f"{parts['total']:.4f}", img_s=f"{rate:.1f}")
-                last = self.step == self.total
+                out_of_time = self.budget is not None and self.run_seconds + shared_reserve >= self.budget
+                last = self.step == self.total or out_of_time
                 if self.step % c.log_interval == 0 or last:
                     if dist.is_main:
                         self.log_row({"kind": "train", "step": self.step, "lr": lr, "img_per_s": rate,
                                       "time": time.time(), "train_seconds": self.train_seconds,
+                                      "run_seconds": self.run_seconds,
                                       **{f"loss_{k}": v for k, v in parts.items()}}, to_csv=True)
                     window_images, window_start = 0, time.perf_counter()
                 evaluate = self.val_set is not None and ((c.eval_interval and self.step % c.eval_interval == 0) or last)
                 preview = bool(c.preview_interval) and (self.step % c.preview_interval == 0 or last)
                 save = bool(c.save_interval and self.step % c.save_interval == 0) or last
+                if out_of_time:
+                    log.info("time budget: stopping at step %d after %.0f s (max_minutes %g)", self.step,
+                             self.run_seconds, c.max_minutes)
+                extra_start = time.perf_counter()
                 if dist.is_main:
                     if evaluate:
                         self._evaluate_and_log(bar)
@@ -779,10 +845,13 @@ class _Run:
                         self.save_checkpoint()
                 if evaluate or preview or save:
                     dist.barrier()  # the other ranks wait for rank 0's evaluation and files
+                    reserve = time.perf_counter() - extra_start
                 if time.perf_counter() - window_start > elapsed + 0.5:  # evaluation etc. is not training speed
                     window_images, window_start = 0, time.perf_counter()
                 if self._stop_requested and not last:
                     raise KeyboardInterrupt
+                if last:
+                    break
                 mark = time.perf_counter()
         except KeyboardInterrupt:
             bar.close()
@@ -806,9 +875,9 @@ class _Run:
             best_dir = self.out / "best"  # no validation: the final weights are the best we know
             from ..weights import save_pretrained
 
-            save_pretrained(self.model, best_dir, metadata={"step": self.step})
+            save_pretrained(self.weights, best_dir, metadata={"step": self.step})
         result: dict[str, Any] = {"step": self.step, "start_step": self.start_step, "iterations": self.total,
-                                  "train_seconds": self.train_seconds,
+                                  "train_seconds": self.train_seconds, "run_seconds": self._clock(),
                                   "loss": self.last_loss.get("total"), "skipped": list(self.skipped),
                                   "best": self.best, "best_step": self.best_step,
                                   "output_dir": str(self.out)}
@@ -824,6 +893,7 @@ class _Run:
         self.last_eval = self.evaluate()
         improved = self.maybe_save_best(self.last_eval)
         self.log_row({"kind": "eval", "step": self.step, "time": time.time(), "train_seconds": self.train_seconds,
+                      "run_seconds": self._clock(),
                       **self.last_eval, "best": improved},
                      to_csv=False)
         summary = f"step {self.step}: " + ", ".join(
@@ -858,8 +928,12 @@ def train(config: TrainConfig | dict, *, resume: bool | str | Path | None = None
     try:
         run = _Run(config, resume, progress, dist)
         run.setup()
-        if run.step >= run.total:
+        if run.total is not None and run.step >= run.total:
             log.warning("the checkpoint is at step %d of %d: nothing left to train", run.step, run.total)
+        elif run.budget is not None and run.run_seconds >= run.budget:
+            log.warning("the checkpoint is %.0f s into a budget of %g minutes: nothing left to train (raise "
+                        "max_minutes to go on)", run.run_seconds, run.config.max_minutes)
+            run.total = run.step
         return run.run()
     finally:  # deterministic mode is process-wide in torch: give the caller its settings back
         dist.stop()
