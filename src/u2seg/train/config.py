@@ -26,7 +26,7 @@ import yaml
 from ..errors import U2SegError
 
 __all__ = ["ConfigError", "DataConfig", "DatasetConfig", "LossConfig", "ModelConfig", "OptimizerConfig",
-           "ScheduleConfig", "SyntheticConfig", "TrainConfig", "apply_overrides", "config_from_dict",
+           "ScheduleConfig", "SyntheticConfig", "TrainConfig", "TransformStage", "apply_overrides", "config_from_dict",
            "config_to_dict", "load_config"]
 
 REQUIRED: Any = dataclasses.MISSING
@@ -53,6 +53,14 @@ class SyntheticConfig:
 
 
 @dataclass
+class TransformStage:
+    """An earlier transform for the part of the run before ``until`` (a fraction of the steps, or of
+    max_minutes): progressive resizing, e.g. smaller crops first, which train faster per image."""
+    until: float = REQUIRED
+    transform: str | dict = REQUIRED
+
+
+@dataclass
 class DatasetConfig:
     root: str = REQUIRED
     format: str = "folder"                     # folder | filelist | voc
@@ -62,6 +70,7 @@ class DatasetConfig:
     split: str | None = None                # voc: default "train"
     separator: str = " "                       # filelist
     transform: str | dict | None = None   # a registry name or {name: ..., options}
+    stages: list[TransformStage] | None = None  # train only: earlier transforms, see TransformStage
     synthetic: SyntheticConfig | None = None
 
 
@@ -418,6 +427,17 @@ def _check_values(c: TrainConfig, source: str, check_paths: bool) -> None:
             _check_dataset(d, f"data.{split}", c.model.num_classes, source, check_paths)
 
 
+def _check_transform(spec: str | dict | None, key: str, source: str) -> None:
+    if isinstance(spec, dict) and "name" not in spec:
+        raise ConfigError(f"{source}: {key}: a mapping needs a 'name' key")
+    if spec is not None:
+        from ..data import TRANSFORMS
+
+        name = spec["name"] if isinstance(spec, dict) else spec
+        if name != "none":
+            _choice(str(name), sorted(TRANSFORMS), key + (".name" if isinstance(spec, dict) else ""), source)
+
+
 def _check_dataset(d: DatasetConfig, key: str, num_classes: int, source: str, check_paths: bool) -> None:
     _choice(d.format, ("folder", "filelist", "voc"), f"{key}.format", source)
     allowed = {"folder": ("images_dir", "masks_dir"), "filelist": ("list_file", "separator"), "voc": ("split",)}
@@ -431,15 +451,17 @@ def _check_dataset(d: DatasetConfig, key: str, num_classes: int, source: str, ch
         raise ConfigError(f"{source}: {key}.format: voc masks hold class indices; set model.num_classes ≥ 2")
     if d.synthetic is not None and d.format != "folder":
         raise ConfigError(f"{source}: {key}.synthetic: only with format folder")
-    if isinstance(d.transform, dict) and "name" not in d.transform:
-        raise ConfigError(f"{source}: {key}.transform: a mapping needs a 'name' key")
-    if d.transform is not None:
-        from ..data import TRANSFORMS
-
-        name = d.transform["name"] if isinstance(d.transform, dict) else d.transform
-        if name != "none":
-            _choice(str(name), sorted(TRANSFORMS), f"{key}.transform" + (".name" if isinstance(d.transform, dict) else ""),
-                    source)
+    _check_transform(d.transform, f"{key}.transform", source)
+    if d.stages:
+        if not key.endswith("train"):
+            raise ConfigError(f"{source}: {key}.stages: only the training set has transform stages")
+        previous = 0.0
+        for i, stage in enumerate(d.stages):
+            if not previous < stage.until < 1:
+                raise ConfigError(f"{source}: {key}.stages[{i}].until: fractions of the run must increase "
+                                  f"within (0, 1), got {stage.until} after {previous}")
+            previous = stage.until
+            _check_transform(stage.transform, f"{key}.stages[{i}].transform", source)
     if not check_paths:
         return
     root = Path(d.root).expanduser()

@@ -15,11 +15,11 @@
   installed and the config's ``tensorboard`` is on).
 - ``resume=True`` continues from the latest checkpoint in ``output_dir/checkpoints``, a path from
   that checkpoint. Ctrl-C saves a checkpoint, then re-raises ``KeyboardInterrupt``.
-- ``max_minutes``: a time budget on the run's clock (``run_seconds``: wall time of training,
-  evaluation and checkpoints, summed over resumed sessions). Poly/cosine decay follow the clock
+- ``max_minutes``: a time budget on the run's clock (``run_seconds``: wall time of setup (data
+  checks), training, evaluation and checkpoints, summed over resumed sessions). Poly/cosine decay follow the clock
   (``clock / budget``, or the further of that and the step count when ``iterations`` is set too),
-  and the run stops at the first step whose clock plus the time the last evaluation, preview and
-  checkpoint took reaches the budget, so the final ones fit in it. The rate then depends on the
+  and the run stops when another step plus the final evaluation, preview and checkpoint (1.25 ×
+  the longest such pause so far) would not fit in the budget. The rate then depends on the
   machine's speed: such runs are not reproducible step for step.
 - ``ema_decay``: evaluation, previews and ``best/`` use an exponential moving average of the
   weights (``ema.py``); checkpoints hold both.
@@ -416,6 +416,7 @@ class _Run:
         self.resume = resume
         self.dist = dist if dist is not None else _Distributed()
         self.board = None  # the TensorBoard writer (rank 0, while run() runs)
+        self._created = time.perf_counter()  # the run's clock counts this session's setup too
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -444,6 +445,7 @@ class _Run:
             log.info("precision auto: %s on %s", "bf16" if self.bf16 else "fp32", self.device)
         self.num_classes = c.model.num_classes
         self.binary = self.num_classes == 1
+        from ..data import build_transform
 
         # rank 0 first: it makes a synthetic set the others then read, and reports bad files once
         with dist.main_first():
@@ -456,6 +458,9 @@ class _Run:
                 if dist.is_main:
                     check_dataset(self.val_set)
         n = len(self.train_set)
+        # (until, transform): the earlier stages, then the configured transform for the rest
+        self.stage_transforms = [(s.until, build_transform(s.transform)) for s in c.data.train.stages or ()]
+        self.stage_transforms.append((math.inf, self.train_set.transform))
         self.global_batch = c.batch_size * dist.world_size
         self.total: int | None = None  # None: a time budget alone (max_minutes) ends the run
         if c.iterations is not None:
@@ -489,6 +494,7 @@ class _Run:
         self.ema = ModelEMA(self.model, c.ema_decay) if c.ema_decay else None
         self.step = 0
         self.train_seconds = 0.0  # loading + updates
+        self.spent_budget: float | None = None  # the time budget (s) that ended the run, if one did
         self.run_seconds = 0.0  # the run's clock (all ranks agree on it): training, evaluation, checkpoints
         self._session: tuple[float, float] | None = None  # (run_seconds, perf_counter) when this session began
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
@@ -550,6 +556,7 @@ class _Run:
         self.step = int(state["step"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.run_seconds = float(state.get("run_seconds", self.train_seconds))
+        self.spent_budget = state.get("spent_budget")
         self.best, self.best_step = state.get("best"), state.get("best_step")
         _set_rng_states(state["rng"], self.device)  # rank 0's: augmentation does not draw from them
         log.info("resumed from %s at step %d", path, self.step)
@@ -567,6 +574,7 @@ class _Run:
             "step": self.step,
             "train_seconds": self.train_seconds,
             "run_seconds": self._clock(),
+            "spent_budget": self.spent_budget,
             "world_size": self.dist.world_size,
             "model": self.model.state_dict(),  # the plain module's: no DDP "module." prefixes
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -753,6 +761,40 @@ class _Run:
 
     # -- the loop -------------------------------------------------------------------------------
 
+    def run_fraction(self) -> float:
+        """How far the run is (0 … 1): by steps, or by the clock with max_minutes (the further)."""
+        done = self.step / self.total if self.total else 0.0
+        if self.budget is not None:
+            done = max(done, self.run_seconds / self.budget)
+        return min(1.0, done)
+
+    def _stage(self) -> int:
+        """The index into ``self.stage_transforms`` that applies now."""
+        return next(i for i, (until, _) in enumerate(self.stage_transforms) if self.run_fraction() < until or
+                    i == len(self.stage_transforms) - 1)
+
+    def _batches(self):
+        """Training batches from the current step on. When the transform stage changes the loader
+        starts again from that step: its worker processes hold a copy of the old transform."""
+        c, dist = self.config, self.dist
+        while self.total is None or self.step < self.total:
+            stage = self._stage()
+            until, transform = self.stage_transforms[stage]
+            if self.train_set.transform is not transform:
+                self.train_set.transform = transform
+                log.info("step %d: training transform %s%s", self.step, transform,
+                         f" until {until:g} of the run" if until <= 1 else "")
+            sampler = _StepSampler(len(self.train_set), c.batch_size, c.seed, self.step, self.total,
+                                   rank=dist.rank, world_size=dist.world_size)
+            loader = torch.utils.data.DataLoader(_Seeded(self.train_set), batch_sampler=sampler,
+                                                 num_workers=c.workers, pin_memory=self.device.type == "cuda")
+            for batch in loader:
+                yield batch
+                if self._stage() != stage:
+                    break
+            else:
+                return
+
     def _install_sigint_handler(self):
         """First Ctrl-C: finish the current step, save a checkpoint, stop. Second: stop at once.
 
@@ -773,11 +815,6 @@ class _Run:
         from tqdm import tqdm
 
         c, dist = self.config, self.dist
-        sampler = _StepSampler(len(self.train_set), c.batch_size, c.seed, self.step, self.total,
-                               rank=dist.rank, world_size=dist.world_size)
-        loader = torch.utils.data.DataLoader(_Seeded(self.train_set), batch_sampler=sampler, num_workers=c.workers,
-                                             pin_memory=self.device.type == "cuda",
-                                             persistent_workers=False)
         self.model.train()
         bar = tqdm(total=self.total, initial=self.step, disable=not (self.progress and dist.is_main), unit="it",
                    dynamic_ncols=True)
@@ -787,11 +824,13 @@ class _Run:
         self._stop_requested = False
         self._updating = False
         mark = time.perf_counter()  # train_seconds counts loading + updates, not evaluation or saving
-        self._session = (self.run_seconds, mark)
-        reserve = 0.0  # what the last evaluation, preview and checkpoint took: kept free before a time budget
+        self._session = (self.run_seconds, self._created)
+        # a time budget keeps room for one more step and for the final evaluation, preview and
+        # checkpoint: 1.25 × the longest such pause so far
+        reserve = 0.0
         previous_handler = self._install_sigint_handler()
         try:
-            for batch in loader:
+            for batch in self._batches():
                 self._updating = True
                 images = batch["image"].to(self.device, non_blocking=True)
                 masks = batch["mask"].to(self.device, non_blocking=True)
@@ -807,20 +846,21 @@ class _Run:
                     self.ema.update(self.model)
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.step += 1
+                step_seconds = time.perf_counter() - mark  # the next one should take about as long
+                self.train_seconds += step_seconds
                 # one all-reduce: mean losses, any Ctrl-C, and the clock every rank then uses alike
                 parts, self._stop_requested = dist.mean_and_any(
-                    {**parts, "_clock": self._clock(), "_reserve": reserve}, self._stop_requested)
-                self.run_seconds, shared_reserve = parts.pop("_clock"), parts.pop("_reserve")
+                    {**parts, "_clock": self._clock(), "_room": step_seconds + reserve}, self._stop_requested)
+                self.run_seconds, room = parts.pop("_clock"), parts.pop("_room")
                 self.scheduler.step()  # the next step's rate: it may follow the clock (max_minutes)
                 self._updating = False
-                self.train_seconds += time.perf_counter() - mark
                 self.last_loss = parts
                 window_images += images.shape[0] * dist.world_size
                 elapsed = time.perf_counter() - window_start
                 rate = window_images / elapsed if elapsed > 0 else float("nan")
                 bar.update(1)
                 bar.set_postfix(loss=f"{parts['total']:.4f}", img_s=f"{rate:.1f}")
-                out_of_time = self.budget is not None and self.run_seconds + shared_reserve >= self.budget
+                out_of_time = self.budget is not None and self.run_seconds + room >= self.budget
                 last = self.step == self.total or out_of_time
                 if self.step % c.log_interval == 0 or last:
                     if dist.is_main:
@@ -833,6 +873,7 @@ class _Run:
                 preview = bool(c.preview_interval) and (self.step % c.preview_interval == 0 or last)
                 save = bool(c.save_interval and self.step % c.save_interval == 0) or last
                 if out_of_time:
+                    self.spent_budget = self.budget
                     log.info("time budget: stopping at step %d after %.0f s (max_minutes %g)", self.step,
                              self.run_seconds, c.max_minutes)
                 extra_start = time.perf_counter()
@@ -845,7 +886,7 @@ class _Run:
                         self.save_checkpoint()
                 if evaluate or preview or save:
                     dist.barrier()  # the other ranks wait for rank 0's evaluation and files
-                    reserve = time.perf_counter() - extra_start
+                    reserve = max(reserve, 1.25 * (time.perf_counter() - extra_start))
                 if time.perf_counter() - window_start > elapsed + 0.5:  # evaluation etc. is not training speed
                     window_images, window_start = 0, time.perf_counter()
                 if self._stop_requested and not last:
@@ -930,7 +971,7 @@ def train(config: TrainConfig | dict, *, resume: bool | str | Path | None = None
         run.setup()
         if run.total is not None and run.step >= run.total:
             log.warning("the checkpoint is at step %d of %d: nothing left to train", run.step, run.total)
-        elif run.budget is not None and run.run_seconds >= run.budget:
+        elif run.budget is not None and (run.run_seconds >= run.budget or (run.spent_budget or 0) >= run.budget):
             log.warning("the checkpoint is %.0f s into a budget of %g minutes: nothing left to train (raise "
                         "max_minutes to go on)", run.run_seconds, run.config.max_minutes)
             run.total = run.step
