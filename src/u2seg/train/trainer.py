@@ -421,7 +421,7 @@ class _Run:
     # -- setup --------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from ..data import check_dataset
+        from ..data import build_transform, check_dataset
         from ..models import create_model
         from .losses import DeepSupervisionLoss
 
@@ -445,7 +445,6 @@ class _Run:
             log.info("precision auto: %s on %s", "bf16" if self.bf16 else "fp32", self.device)
         self.num_classes = c.model.num_classes
         self.binary = self.num_classes == 1
-        from ..data import build_transform
 
         # rank 0 first: it makes a synthetic set the others then read, and reports bad files once
         with dist.main_first():
