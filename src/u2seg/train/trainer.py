@@ -767,6 +767,10 @@ class _Run:
             done = max(done, self.run_seconds / self.budget)
         return min(1.0, done)
 
+    def budget_spent(self) -> bool:
+        """A time budget at its end, or one that already ended this run (resumed with the same)."""
+        return self.budget is not None and max(self.run_seconds, self.spent_budget or 0) >= self.budget
+
     def _stage(self) -> int:
         """The index into ``self.stage_transforms`` that applies now."""
         return next(i for i, (until, _) in enumerate(self.stage_transforms) if self.run_fraction() < until or
@@ -776,7 +780,7 @@ class _Run:
         """Training batches from the current step on. When the transform stage changes the loader
         starts again from that step: its worker processes hold a copy of the old transform."""
         c, dist = self.config, self.dist
-        while self.total is None or self.step < self.total:
+        while (self.total is None or self.step < self.total) and not self.budget_spent():
             stage = self._stage()
             until, transform = self.stage_transforms[stage]
             if self.train_set.transform is not transform:
@@ -970,10 +974,9 @@ def train(config: TrainConfig | dict, *, resume: bool | str | Path | None = None
         run.setup()
         if run.total is not None and run.step >= run.total:
             log.warning("the checkpoint is at step %d of %d: nothing left to train", run.step, run.total)
-        elif run.budget is not None and (run.run_seconds >= run.budget or (run.spent_budget or 0) >= run.budget):
+        elif run.budget_spent():
             log.warning("the checkpoint is %.0f s into a budget of %g minutes: nothing left to train (raise "
                         "max_minutes to go on)", run.run_seconds, run.config.max_minutes)
-            run.total = run.step
         return run.run()
     finally:  # deterministic mode is process-wide in torch: give the caller its settings back
         dist.stop()
