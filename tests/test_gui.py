@@ -41,9 +41,19 @@ class CountingFactory:
         factory = self
 
         class Counting:
+            """The Predictor, counting the images its network sees (one picture's segmentation
+            or the engine's batches)."""
+
             def predict(self, image):
                 factory.runs += 1
                 return factory.predictor.predict(image)
+
+            def infer(self, prepared):
+                factory.runs += len(prepared)
+                return factory.predictor.infer(prepared)
+
+            def __getattr__(self, name):
+                return getattr(factory.predictor, name)
 
         return Counting()
 
@@ -152,7 +162,7 @@ def test_save_one_and_save_all(qtbot, window, factory, photos, tmp_path):
     assert report.failed == [] and sorted(report.written) == [out / "coffee.png", out / "sub" / "astronaut.png"]
     astro = Image.open(out / "sub" / "astronaut.png")
     assert astro.mode == "RGB" and astro.size == (512, 512)
-    assert factory.runs == 2  # coffee was cached
+    assert factory.runs == 3  # coffee when shown, then both through the engine
 
     # into the pictures' own folder: astronaut.png would land on itself and is refused
     window.save_all(photos)

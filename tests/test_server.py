@@ -40,6 +40,11 @@ def coffee_jpeg(coffee: np.ndarray) -> bytes:
     return _encode(coffee, "JPEG", quality=92)
 
 
+@pytest.fixture(scope="module")
+def astronaut_png(astronaut: np.ndarray) -> bytes:
+    return _encode(astronaut, "PNG")
+
+
 @pytest.fixture
 def make_client(use_pretrained_home: Path, predictor):
     """A TestClient for create_app(**options); the model is the session's real pretrained predictor."""
@@ -289,7 +294,8 @@ def test_models_health_openapi_and_page(client, coffee_jpeg):
 
 
 class CountingPredictor:
-    """The real predictor, counting how many predictions run at the same time."""
+    """The real predictor, counting the network calls (the engine's batches) and how many run
+    at the same time."""
 
     def __init__(self, inner, hold: float = 0.0) -> None:
         self.inner = inner
@@ -297,17 +303,21 @@ class CountingPredictor:
         self.lock = threading.Lock()
         self.active = 0
         self.peak = 0
-        self.calls = 0
+        self.batches: list[int] = []
 
-    def predict(self, image):
+    @property
+    def calls(self) -> int:
+        return sum(self.batches)
+
+    def infer(self, prepared):
         with self.lock:
             self.active += 1
-            self.calls += 1
+            self.batches.append(len(prepared))
             self.peak = max(self.peak, self.active)
         try:
             if self.hold:
                 time.sleep(self.hold)  # widen the window in which requests would overlap
-            return self.inner.predict(image)
+            return self.inner.infer(prepared)
         finally:
             with self.lock:
                 self.active -= 1
@@ -336,18 +346,33 @@ def test_concurrent_requests_all_succeed_within_the_worker_limit(make_client, pr
     health = client.get("/healthz").json()
     assert health["peak_running"] == workers  # requests processed at once: never more, and the limit is used
     assert health["served"] == 6 and health["running"] == 0 and health["waiting"] == 0
-    # Inference itself: within the limit, and one at a time unless the backend is thread-safe.
-    parallel = getattr(predictor.backend, "thread_safe", False)
-    assert counting.peak == (workers if parallel else 1)
+    # The network: one call at a time (the engine's thread), batches within the worker limit.
+    assert counting.peak == 1 and max(counting.batches) <= workers
+
+
+def test_concurrent_requests_share_network_batches(make_client, predictor, coffee_jpeg, astronaut_png):
+    """Requests that arrive together are gathered into one network call, and each still gets
+    exactly the answer it gets alone."""
+    alone = {name: _post_file(make_client(), data, fields={"only_mask": "1"}).content
+             for name, data in (("coffee", coffee_jpeg), ("astronaut", astronaut_png))}
+    counting = CountingPredictor(predictor, hold=0.3)
+    client = make_client(predictor_factory=lambda name: counting, max_workers=4, batch_wait_ms=200)
+    uploads = [("coffee", coffee_jpeg), ("astronaut", astronaut_png)] * 4
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda u: _post_file(client, u[1], fields={"only_mask": "1"}), uploads))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert [r.content for r in responses] == [alone[name] for name, _ in uploads]
+    assert counting.calls == 8 and max(counting.batches) > 1 and max(counting.batches) <= 4
+    assert len(counting.batches) < 8  # fewer network calls than requests
 
 
 def test_full_queue_answers_503(make_client, predictor, coffee_jpeg):
     release = threading.Event()
 
     class Blocking(CountingPredictor):
-        def predict(self, image):
+        def infer(self, prepared):
             release.wait(30)
-            return super().predict(image)
+            return super().infer(prepared)
 
     client = make_client(predictor_factory=lambda name: Blocking(predictor), max_workers=1, max_queue=0)
     with ThreadPoolExecutor(1) as pool:

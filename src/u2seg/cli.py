@@ -23,32 +23,19 @@ def _err(message: str) -> None:
 # ------------------------------------------------------------------------------------- remove
 
 def _add_remove(sub: argparse._SubParsersAction) -> None:
+    from .infer.options import add_cli_arguments
+
     p = sub.add_parser("remove", help="remove backgrounds (or write masks) of images",
                        description="Remove the background of images. INPUT is files, folders "
                                    "(searched recursively), globs, or '-' for stdin → stdout.")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="output folder (created if needed)")
-    p.add_argument("--only-mask", "-om", action="store_true", help="write the 8-bit mask instead of a cutout")
-    p.add_argument("--bgcolor", "-bgc", nargs=4, type=int, metavar=("R", "G", "B", "A"),
-                   help="composite the cutout over this colour")
-    p.add_argument("--bg-image", type=Path, metavar="PATH", help="composite the cutout over this picture")
-    p.add_argument("--alpha-matting", "-a", action="store_true", help="refine edges with alpha matting (pymatting)")
-    p.add_argument("--alpha-matting-foreground-threshold", "-af", type=int, default=240, metavar="N",
-                   help="matting: mask ≥ N (0…255) is sure foreground (default 240)")
-    p.add_argument("--alpha-matting-background-threshold", "-ab", type=int, default=10, metavar="N",
-                   help="matting: mask ≤ N is sure background (default 10)")
-    p.add_argument("--alpha-matting-erode-size", "-ae", type=int, default=10, metavar="N",
-                   help="matting: erode the sure regions by N pixels (default 10)")
-    p.add_argument("--post-process-mask", "-ppm", action="store_true", help="clean the mask up (opening, smooth edge)")
-    p.add_argument("--threshold", type=float, metavar="T", help="hard mask: probability ≥ T (0…1) is foreground")
-    p.add_argument("--decontaminate", action="store_true", help="estimate the object's colours at soft edges")
-    p.add_argument("--crop", action="store_true", help="crop to the object's bounding box")
-    p.add_argument("--crop-margin", type=int, default=0, metavar="N", help="pixels kept around the box")
+    add_cli_arguments(p, "refine")  # --only-mask … --crop-margin, from the option table
     p.add_argument("--model", "-m", help="model name (default: what --weights describes, else u2netp)")
     p.add_argument("--weights", "-w", type=Path, metavar="PATH",
                    help="weights file or folder (.onnx, .pth, .safetensors, u2seg folder)")
     p.add_argument("--size", type=int, metavar="N", help="network input size (default 320)")
-    p.add_argument("--format", choices=("png", "webp"), default="png", help="output format (default png)")
+    add_cli_arguments(p, "output")  # --format
     p.add_argument("--compression", type=int, default=3, choices=range(10), metavar="0-9",
                    help="PNG zlib level / WebP effort: lower is faster, larger (default 3)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
@@ -71,18 +58,27 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="resize filter: lanczos (default, as rembg) or fast (OpenCV, see BENCHMARKS.md)")
     p.add_argument("--calibration", type=Path, metavar="DIR", help="images to calibrate int8 on")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch backend: torch.compile the network (CUDA graphs on CUDA; slow start, fast calls)")
 
 
-def _predictor(args: argparse.Namespace, files: int = 1):
-    from .infer import Predictor
+def _predictor(args: argparse.Namespace, files: int = 1, tta=None, model: str | None = None,
+               weights: Path | None = None, backend=None):
+    """The shared Predictor for the engine options (``backend``: a ready one, e.g. bench's fixed map)."""
     from .infer.removal import network_threads
+    from .infer.sessions import get_predictor
 
     calibration = None
     if args.precision == "int8" and args.calibration is not None:
         calibration = _calibration_inputs(args.calibration)
-    return Predictor(args.model, weights=args.weights, size=args.size, device=args.device,
-                     backend=args.backend, precision=args.precision, threads=args.threads or network_threads(files, args.precision),
-                     resample=args.resample, calibration=calibration)
+    settings = dict(size=args.size, device=args.device, precision=args.precision, resample=args.resample,
+                    threads=args.threads or network_threads(files, args.precision), tta=tta,
+                    backend=backend or args.backend)
+    if calibration is not None:
+        settings["calibration"] = calibration
+    if args.compile:
+        settings["compile"] = True
+    return get_predictor(args.model or model, weights=args.weights or weights, **settings)
 
 
 def _calibration_inputs(folder: Path):
@@ -96,17 +92,9 @@ def _calibration_inputs(folder: Path):
 
 
 def _refine_options(args: argparse.Namespace):
-    from .infer import load_image
-    from .infer.refine import RefineOptions
+    from .infer.options import refine_options_from_cli
 
-    return RefineOptions(
-        only_mask=args.only_mask, alpha_matting=args.alpha_matting,
-        fg_threshold=args.alpha_matting_foreground_threshold, bg_threshold=args.alpha_matting_background_threshold,
-        erode_size=args.alpha_matting_erode_size, post_process_mask=args.post_process_mask,
-        threshold=args.threshold, decontaminate=args.decontaminate,
-        bgcolor=tuple(args.bgcolor) if args.bgcolor else None,
-        background=load_image(args.bg_image) if args.bg_image else None,
-        crop=args.crop, crop_margin=args.crop_margin)
+    return refine_options_from_cli(args)
 
 
 def _report_plan_problems(plan, extra=None) -> bool:
@@ -159,6 +147,64 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     failed = len(report.failed) + len(plan.missing)
     _err(f"wrote {len(report.written)} file(s) to {args.output}" + (f"; {failed} failed" if failed else ""))
     return EXIT_FAILED_INPUTS if failed else EXIT_OK
+
+
+# -------------------------------------------------------------------------------------- bench
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time u2seg remove stage by stage (decode … encode) on your images",
+                       description="Run u2seg remove's work on INPUTs (default: generated photos) into a "
+                                   "temporary folder and print ms per image for each stage, images/s end to "
+                                   "end (start-up included) and the network's share.")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="files, folders or globs (default: generated photos)")
+    p.add_argument("--count", type=int, default=24, metavar="N", help="generated photos (default 24)")
+    p.add_argument("--megapixels", type=float, default=1.5, metavar="MP",
+                   help="their mean size (default 1.5; from a fifth of it to 4K)")
+    p.add_argument("--photos-dir", type=Path, metavar="DIR",
+                   help="where generated photos are kept between runs (default: a folder in $U2SEG_HOME)")
+    p.add_argument("--no-network", action="store_true", help="a fixed map instead of the network: the rest alone")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
+    p.add_argument("--only-mask", "-om", action="store_true", help="masks instead of cutouts")
+    p.add_argument("--format", choices=("png", "webp"), default="png")
+    p.add_argument("--compression", type=int, default=3, choices=range(10), metavar="0-9")
+    p.add_argument("--model", "-m", help="model name (default: what --weights describes, else u2netp)")
+    p.add_argument("--weights", "-w", type=Path, metavar="PATH", help="weights file or folder")
+    p.add_argument("--size", type=int, metavar="N", help="network input size (default from the weights)")
+    _add_engine_options(p)
+    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per network call (default 1)")
+    p.add_argument("--workers", type=int, metavar="N", help="threads for the CPU stages (default: one per core)")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .infer.bench import FixedMapBackend, format_bench, generated_photos, process_start_time, run_bench
+    from .infer.files import find_images
+    from .infer.refine import RefineOptions
+
+    started = process_start_time()
+    if args.inputs:
+        inputs, missing = find_images(args.inputs)
+        for argument in missing:
+            _err(f"error: {argument}: no such file, folder or match")
+        if not inputs:
+            raise U2SegError("no images to time")
+    else:
+        from .weights.cache import u2seg_home
+
+        folder = args.photos_dir or u2seg_home() / "bench" / f"photos-{args.count}-{args.megapixels:g}mp"
+        inputs = generated_photos(folder, args.count, args.megapixels)
+    predictor = _predictor(args, files=len(inputs), backend=FixedMapBackend() if args.no_network else None)
+    result = run_bench(predictor, inputs, options=RefineOptions(only_mask=args.only_mask), fmt=args.format,
+                       compression=args.compression, batch_size=args.batch_size, workers=args.workers,
+                       started=started)
+    print(format_bench(result))
+    if args.json is not None:
+        from .fileio import write_bytes_atomic
+
+        write_bytes_atomic((json.dumps(result, indent=2) + "\n").encode(), args.json)
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------ weights
@@ -396,12 +442,7 @@ def _tta(args: argparse.Namespace):
 
 
 def _model_predictor(args: argparse.Namespace, model: str | None, weights: Path | None, tta=None):
-    from .infer import Predictor
-
-    calibration = _calibration_inputs(args.calibration) if args.precision == "int8" and args.calibration else None
-    return Predictor(args.model or model, weights=weights, size=args.size, device=args.device, backend=args.backend,
-                     precision=args.precision, threads=args.threads, resample=args.resample,
-                     calibration=calibration, tta=tta)
+    return _predictor(args, tta=tta, model=model, weights=weights)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -574,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="say more (model, backend, cache)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_remove(sub)
+    _add_bench(sub)
     _add_weights(sub)
     _add_export(sub)
     _add_data(sub)

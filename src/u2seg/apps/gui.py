@@ -58,7 +58,7 @@ __all__ = ["MainWindow", "run_gui", "models_with_weights", "pil_to_qimage", "qim
 
 log = logging.getLogger(__name__)
 
-PredictorFactory = Callable[[str], Any]  # model name -> object with .predict(image) -> H×W float
+PredictorFactory = Callable[[str], Any]  # model name -> a Predictor (or an object that acts as one)
 
 
 def models_with_weights() -> list[str]:
@@ -71,9 +71,9 @@ def models_with_weights() -> list[str]:
 
 
 def _default_factory(model: str):
-    from ..infer import Predictor
+    from ..infer.sessions import get_predictor
 
-    return Predictor(model)
+    return get_predictor(model)
 
 
 def _describe(exc: BaseException) -> str:
@@ -325,25 +325,30 @@ class MainWindow(QMainWindow):
         self.model_combo.setToolTip("Models with pretrained weights")
         self.model_combo.currentTextChanged.connect(self.set_model)
 
-        self.threshold_box = QCheckBox("Threshold")
-        self.threshold_box.setToolTip("Binarise the probability (hard edges)")
-        self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
-        self.threshold_slider.setRange(1, 99)
-        self.threshold_slider.setValue(50)
-        self.threshold_slider.setMinimumWidth(140)
-        self.threshold_label = QLabel("0.50")
-        self.threshold_box.toggled.connect(self._options_changed)
+        # refinement controls, from the option table: a check box each; the threshold's switches a slider
+        from ..infer.options import gui_controls
+
+        self._controls = gui_controls()
+        self.option_boxes: dict[str, QCheckBox] = {}
+        self.option_sliders: dict[str, tuple[QSlider, QLabel]] = {}
+        for control in self._controls:
+            box = QCheckBox(control.label)
+            box.setToolTip(control.tooltip)
+            box.toggled.connect(self._options_changed)
+            self.option_boxes[control.name] = box
+            if control.kind == "slider":
+                slider = QSlider(Qt.Orientation.Horizontal)
+                slider.setRange(control.minimum, control.maximum)
+                slider.setValue(control.start)
+                slider.setMinimumWidth(140)
+                slider.setToolTip(control.tooltip)
+                self.option_sliders[control.name] = (slider, QLabel(control.text(control.start)))
+        self.threshold_box = self.option_boxes["threshold"]
+        self.threshold_slider, self.threshold_label = self.option_sliders["threshold"]
         self.threshold_slider.valueChanged.connect(self._slider_moved)
-        self.matting_box = QCheckBox("Alpha matting")
-        self.matting_box.setToolTip("Closed-form matting of the edges (pymatting; the first use compiles "
-                                    "for about a minute)")
-        self.matting_box.toggled.connect(self._options_changed)
-        self.clean_box = QCheckBox("Clean mask")
-        self.clean_box.setToolTip("Remove specks and smooth the outline (binary mask)")
-        self.clean_box.toggled.connect(self._options_changed)
-        self.decontaminate_box = QCheckBox("Decontaminate edges")
-        self.decontaminate_box.setToolTip("Estimate the object's colours where it is semi-transparent")
-        self.decontaminate_box.toggled.connect(self._options_changed)
+        self.matting_box = self.option_boxes["alpha_matting"]
+        self.clean_box = self.option_boxes["post_process_mask"]
+        self.decontaminate_box = self.option_boxes["decontaminate"]
 
         self.color_button = QPushButton("Background…")
         self.color_button.clicked.connect(self._ask_bgcolor)
@@ -357,13 +362,14 @@ class MainWindow(QMainWindow):
         controls.addWidget(QLabel("Model:"))
         controls.addWidget(self.model_combo)
         controls.addSpacing(12)
-        controls.addWidget(self.threshold_box)
-        controls.addWidget(self.threshold_slider)
-        controls.addWidget(self.threshold_label)
-        controls.addSpacing(12)
-        controls.addWidget(self.matting_box)
-        controls.addWidget(self.clean_box)
-        controls.addWidget(self.decontaminate_box)
+        for name, (slider, label) in self.option_sliders.items():  # sliders first, then the check boxes
+            controls.addWidget(self.option_boxes[name])
+            controls.addWidget(slider)
+            controls.addWidget(label)
+            controls.addSpacing(12)
+        for control in self._controls:
+            if control.kind == "check":
+                controls.addWidget(self.option_boxes[control.name])
         controls.addSpacing(12)
         controls.addWidget(self.color_button)
         controls.addWidget(self.color_swatch)
@@ -414,14 +420,13 @@ class MainWindow(QMainWindow):
         return "" if self.message_label.isHidden() else self.message_label.text()
 
     def options(self) -> RefineOptions:
-        """The refinement the controls describe."""
-        return RefineOptions(
-            alpha_matting=self.matting_box.isChecked(),
-            post_process_mask=self.clean_box.isChecked(),
-            decontaminate=self.decontaminate_box.isChecked(),
-            threshold=self.threshold_slider.value() / 100 if self.threshold_box.isChecked() else None,
-            bgcolor=self._bgcolor,
-        )
+        """The refinement the controls describe (the option table's controls, and the colour)."""
+        values = {}
+        for control in self._controls:
+            slider = self.option_sliders.get(control.name, (None, None))[0]
+            values[control.field] = control.value(self.option_boxes[control.name].isChecked(),
+                                                  slider.value() if slider is not None else 0)
+        return RefineOptions(**values, bgcolor=self._bgcolor)
 
     def show_error(self, text: str) -> None:
         self.message_label.setText(text)
@@ -555,7 +560,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ rendering (worker)
     def _slider_moved(self, value: int) -> None:
-        self.threshold_label.setText(f"{value / 100:.2f}")
+        self.threshold_label.setText(next(c for c in self._controls if c.name == "threshold").text(value))
         if not self.threshold_box.isChecked():
             self.threshold_box.setChecked(True)  # triggers a render through toggled
         else:
@@ -696,26 +701,19 @@ class MainWindow(QMainWindow):
         plan = self.plan_saves(folder, fmt=fmt, overwrite=overwrite)
         problems = list(plan.conflicts) + [f"{t.output}: exists, kept" for t in plan.existing]
         model, options = self.model, self.options()
-        cache = {path: seg for (m, path), seg in self._probs.items() if m == model}
         self.statusBar().showMessage(f"Saving {len(plan.tasks)} pictures to {folder}…")
         self.last_save_report = None
 
         def work() -> SaveReport:
+            from ..infer.engine import Item, run_job
+            from ..infer.removal import RemovalJob
+
             report = SaveReport([], list(problems))
-            for task in plan.tasks:
-                try:
-                    seg = cache.get(Path(task.source))
-                    if seg is None:
-                        image = load_image(task.source)
-                        prob = self._predictor(model).predict(image)
-                    else:
-                        image, prob = seg.image, seg.prob
-                    save_image(refine(image, prob, options).output, task.output, fmt=fmt)
-                    report.written.append(task.output)
-                except U2SegError as exc:
-                    report.failed.append(_describe(exc))
-                except (OSError, ValueError) as exc:
-                    report.failed.append(f"{task.source}: {_describe(exc)}")
+            items = [Item(task.source, str(task.source), task.output) for task in plan.tasks]
+            if items:  # the engine: decoding, network and encoding overlap, in input order
+                done = run_job(self._predictor(model), items, RemovalJob(options, fmt), progress=False)
+                report.written.extend(done.written)
+                report.failed.extend(done.failed)
             return report
 
         # the network pool: one thread uses the predictor

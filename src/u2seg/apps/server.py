@@ -11,14 +11,15 @@ Design:
   weights. :func:`serve` fetches the default weights when missing and loads the default model at
   start-up (building a backend may write its compiled export to ``$U2SEG_HOME/exports``; that
   then happens before the first request).
-* Decoding, inference, refinement and encoding run in a thread pool of ``max_workers`` threads, off
-  the event loop. Requests beyond that wait in a queue of at most ``max_queue`` (uploads being read
+* Every request goes through the model's streaming engine (:mod:`u2seg.infer.engine`): decoding,
+  refinement and encoding in its ``max_workers`` worker threads, the network in its own thread,
+  which gathers concurrent requests into one batch (at most ``max_batch`` images, waiting at most
+  ``batch_wait_ms`` for more while others are still decoding). At most ``max_workers`` requests
+  are in the engine at once; others wait in a queue of at most ``max_queue`` (uploads being read
   count); past that they get 503 with ``Retry-After``, so memory stays bounded however many
   clients connect: at most ``(max_workers + max_queue) × max_upload_bytes`` of request bodies, and
-  decoded images for ``max_workers`` requests only. Inference on one
-  model runs one call at a time (a lock), unless its backend declares ``thread_safe = True``: not
-  every backend may be called from two threads at once, and on a CPU two calls only share the same
-  cores. Decoding, alpha matting and encoding of other requests overlap with it.
+  decoded images for ``max_workers`` requests only. The network runs one call at a time (its
+  thread), so no backend is ever called from two threads at once.
 * Uploads are read into memory, never onto disk (the multipart parser is our own, over
   python-multipart's streaming parser, because Starlette's spools files over 1 MiB to a temporary
   file). ``Content-Length`` is checked before reading and the bytes are counted while reading.
@@ -35,7 +36,6 @@ wins). The names are rembg's long names, and rembg's HTTP short names are accept
 """
 
 import asyncio
-import contextlib
 import io
 import ipaddress
 import logging
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024   # an encoded image
 DEFAULT_MAX_PIXELS = 36_000_000                # 36 MP: 6000×6000, any current camera
 DEFAULT_MAX_QUEUE = 32                         # requests waiting for a worker
+DEFAULT_BATCH_WAIT_MS = 10.0                   # how long the network waits for concurrent requests
 MULTIPART_OVERHEAD = 64 * 1024                 # boundaries, part headers and option fields
 MAX_FIELD_BYTES = 1024                         # one option value
 MAX_PARTS = 32
@@ -85,37 +86,6 @@ class ApiError(Exception):
 
 # --------------------------------------------------------------------------- parameters
 
-_ALIASES = {
-    "om": "only_mask", "a": "alpha_matting", "af": "alpha_matting_foreground_threshold",
-    "ab": "alpha_matting_background_threshold", "ae": "alpha_matting_erode_size",
-    "ppm": "post_process_mask", "bgc": "bgcolor",
-}
-_PARAMS: dict[str, tuple[str, str]] = {  # name -> (type, description), for parsing and OpenAPI
-    "model": ("string", "Model name (see GET /api/models); default: the server's default model."),
-    "only_mask": ("boolean", "Return the 8-bit mask (grayscale PNG/WebP) instead of the cutout. Alias: om."),
-    "alpha_matting": ("boolean", "Refine edges with closed-form alpha matting (slow; the first call "
-                                 "compiles for about a minute). Alias: a."),
-    "alpha_matting_foreground_threshold": ("integer", "Alpha matting: mask values at or above this are "
-                                                      "sure foreground, 0…255, default 240. Alias: af."),
-    "alpha_matting_background_threshold": ("integer", "Alpha matting: mask values at or below this are "
-                                                      "sure background, 0…255, default 10. Alias: ab."),
-    "alpha_matting_erode_size": ("integer", "Alpha matting: erosion of the sure regions in pixels, "
-                                            "0…1000, default 10. Alias: ae."),
-    "post_process_mask": ("boolean", "Smooth the mask (morphological opening + blur), as rembg's "
-                                     "post_process_mask. Alias: ppm."),
-    "bgcolor": ("string", "Composite over this colour: 'R,G,B' or 'R,G,B,A' (0…255 each) or '#RRGGBB[AA]'. "
-                          "Alias: bgc."),
-    "threshold": ("number", "Binarise the mask at this probability, 0…1 (default: soft mask)."),
-    "decontaminate": ("boolean", "Estimate the foreground colours at soft edges (removes background "
-                                 "colour bleeding)."),
-    "crop": ("boolean", "Crop the result to the object's bounding box."),
-    "crop_margin": ("integer", "Margin around the crop in pixels, 0…10000, default 0."),
-    "format": ("string", "Output format: png (default) or webp (both lossless)."),
-}
-_TRUE = {"1", "true", "t", "yes", "y", "on"}
-_FALSE = {"0", "false", "f", "no", "n", "off"}
-
-
 @dataclass(frozen=True)
 class RemoveParams:
     model: str | None
@@ -124,112 +94,20 @@ class RemoveParams:
     refine: Any  # u2seg.infer.refine.RefineOptions
 
 
-def _bool(name: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ApiError(422, f"{name} must be a boolean (true/false, 1/0, on/off), got {value!r}")
-
-
-def _int(name: str, value: str, lo: int, hi: int) -> int:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise ApiError(422, f"{name} must be an integer, got {value!r}") from None
-    if not lo <= number <= hi:
-        raise ApiError(422, f"{name} must be within {lo}…{hi}, got {number}")
-    return number
-
-
-def _threshold(value: str) -> float | None:
-    v = value.strip().lower()
-    if v in ("", "none", "null"):
-        return None
-    try:
-        number = float(v)
-    except ValueError:
-        raise ApiError(422, f"threshold must be a number within 0…1, got {value!r}") from None
-    if not 0.0 <= number <= 1.0:  # NaN fails this too
-        raise ApiError(422, f"threshold must be within 0…1, got {value!r}")
-    return number
-
-
-def _color(value: str) -> tuple[int, int, int, int] | None:
-    v = value.strip()
-    if v.lower() in ("", "none", "transparent"):
-        return None
-    problem = (f"bgcolor must be 'R,G,B' or 'R,G,B,A' with integers 0…255, or '#RRGGBB[AA]', "
-               f"got {value!r}")
-    if v.startswith("#"):
-        digits = v[1:]
-        if len(digits) not in (6, 8) or any(c not in "0123456789abcdefABCDEF" for c in digits):
-            raise ApiError(422, problem)
-        parts = [int(digits[i:i + 2], 16) for i in range(0, len(digits), 2)]
-    else:
-        try:
-            parts = [int(p.strip()) for p in v.split(",")]
-        except ValueError:
-            raise ApiError(422, problem) from None
-    if len(parts) not in (3, 4) or any(not 0 <= p <= 255 for p in parts):
-        raise ApiError(422, problem)
-    return (parts[0], parts[1], parts[2], parts[3] if len(parts) == 4 else 255)
-
-
 def parse_remove_params(values: Mapping[str, str]) -> RemoveParams:
-    """Validate ``POST /api/remove``'s options (already merged: query, then form fields).
+    """Validate ``POST /api/remove``'s options (already merged: query, then form fields) with the
+    option table (:func:`u2seg.infer.options.parse_http`: names, aliases, types, ranges).
 
     Raises :class:`ApiError` 422 naming the parameter; unknown names are refused too, so a typo
     never passes silently.
     """
-    merged: dict[str, str] = {}
-    for key, value in values.items():
-        name = _ALIASES.get(key, key)
-        if name not in _PARAMS:
-            raise ApiError(422, f"unknown parameter {key!r}; known: {', '.join(_PARAMS)} "
-                                f"(rembg's aliases {', '.join(_ALIASES)} work too)")
-        if name in merged and merged[name] != value:
-            raise ApiError(422, f"parameter {name!r} given twice with different values")
-        merged[name] = value
-
-    def get(name: str) -> str | None:
-        return merged.get(name)
-
-    fmt = (get("format") or "png").strip().lower().lstrip(".")
-    if fmt not in ("png", "webp"):
-        raise ApiError(422, f"format must be png or webp, got {get('format')!r}")
-    model = get("model")
-    model = model.strip() if model is not None and model.strip() else None
-    kwargs: dict[str, Any] = {}
-    for name, key in (("only_mask", "only_mask"), ("alpha_matting", "alpha_matting"),
-                      ("post_process_mask", "post_process_mask"), ("decontaminate", "decontaminate"),
-                      ("crop", "crop")):
-        if get(name) is not None:
-            kwargs[key] = _bool(name, get(name))  # type: ignore[arg-type]
-    for name, key, hi in (("alpha_matting_foreground_threshold", "fg_threshold", 255),
-                          ("alpha_matting_background_threshold", "bg_threshold", 255),
-                          ("alpha_matting_erode_size", "erode_size", 1000),
-                          ("crop_margin", "crop_margin", 10_000)):
-        if get(name) is not None:
-            kwargs[key] = _int(name, get(name), 0, hi)  # type: ignore[arg-type]
-    fg, bg = kwargs.get("fg_threshold", 240), kwargs.get("bg_threshold", 10)
-    if bg >= fg:
-        raise ApiError(422, f"alpha_matting_background_threshold ({bg}) must be lower than "
-                            f"alpha_matting_foreground_threshold ({fg})")
-    if get("threshold") is not None:
-        kwargs["threshold"] = _threshold(get("threshold"))  # type: ignore[arg-type]
-    if get("bgcolor") is not None:
-        kwargs["bgcolor"] = _color(get("bgcolor"))  # type: ignore[arg-type]
-
-    from ..infer.refine import RefineOptions
+    from ..infer.options import OptionError, parse_http
 
     try:
-        options = RefineOptions(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ApiError(422, _one_line(str(exc))) from None
-    return RemoveParams(model=model, format=fmt, only_mask=bool(kwargs.get("only_mask", False)),
-                        refine=options)
+        refine, fmt, model = parse_http(values)
+    except OptionError as exc:
+        raise ApiError(422, str(exc)) from None
+    return RemoveParams(model=model, format=fmt, only_mask=refine.only_mask, refine=refine)
 
 
 # --------------------------------------------------------------------------- request bodies
@@ -409,28 +287,33 @@ def _cached_weight_names() -> list[str]:
 
 
 def _default_factory(name: str) -> "Predictor":
-    """The cached pretrained weights ``name``; never downloads (a request must not write to disk)."""
-    from ..infer.predictor import Predictor
-    from ..weights import fetch_weights
+    """The cached pretrained weights ``name`` from the shared Predictor cache; never downloads
+    (a request must not write to disk)."""
+    from ..infer.sessions import get_predictor
 
-    return Predictor(weights=fetch_weights(name, offline=True))
+    return get_predictor(name, offline=True)
 
 
 class _Service:
     def __init__(self, factory: PredictorFactory, *, max_workers: int, max_queue: int, max_upload_bytes: int,
-                 max_pixels: int, models: Sequence[str] | None, default_model: str) -> None:
+                 max_pixels: int, models: Sequence[str] | None, default_model: str, max_batch: int | None = None,
+                 batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS) -> None:
         self.factory = factory
         self.max_workers = max_workers
         self.max_queue = max_queue
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
+        self.max_batch = max_batch or max_workers
+        self.batch_wait_ms = batch_wait_ms
         self.fixed_models = list(models) if models is not None else None
         self.default_model = default_model
-        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="u2seg-worker")
+        # Request threads only wait for the engine; there are max_workers of them, so at most that
+        # many images are decoded at once, and concurrent ones share the network's batches.
+        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="u2seg-request")
         self.predictors: dict[str, Predictor] = {}
+        self.engines: dict[str, Any] = {}   # model name -> u2seg.infer.engine.Engine
         self.lock = threading.Lock()
         self.model_locks: dict[str, threading.Lock] = {}   # one model build at a time, per name
-        self.infer_locks: dict[str, Any] = {}               # one inference at a time, per model
         self.in_flight = 0  # requests queued or running; touched on the event loop only
         self.running = 0   # touched under self.lock
         self.peak_running = 0
@@ -450,51 +333,64 @@ class _Service:
 
     def predictor(self, name: str) -> "Predictor":
         """The shared predictor for ``name``, built on first use (once, even under concurrency)."""
+        return self.engine(name).predictor
+
+    def engine(self, name: str) -> Any:
+        """The engine that serves model ``name``: its network thread gathers concurrent requests
+        into batches of up to ``max_batch`` (waiting at most ``batch_wait_ms`` for more)."""
+        from ..infer.engine import Engine
+
         with self.lock:
-            if name in self.predictors:
-                return self.predictors[name]
+            if name in self.engines:
+                return self.engines[name]
             lock = self.model_locks.setdefault(name, threading.Lock())
         with lock:
             with self.lock:
-                if name in self.predictors:
-                    return self.predictors[name]
+                if name in self.engines:
+                    return self.engines[name]
             started = time.perf_counter()
             predictor = self.factory(name)
             log.info("loaded model %s in %.1f s", name, time.perf_counter() - started)
-            # Backends are shared by every worker, and not all of them may be called from two threads
-            # at once (OpenVINO's single infer request raises "busy"); on a CPU, parallel calls would
-            # only split the same cores. So one inference per model at a time, unless the backend says
-            # it is thread-safe. Decoding, refinement (alpha matting) and encoding still overlap.
-            parallel = bool(getattr(getattr(predictor, "backend", None), "thread_safe", False))
+            engine = Engine(predictor, batch_size=self.max_batch, workers=self.max_workers,
+                            max_wait_ms=self.batch_wait_ms)
             with self.lock:
-                self.infer_locks[name] = contextlib.nullcontext() if parallel else threading.Lock()
+                self.engines[name] = engine
                 self.predictors[name] = predictor
-            return predictor
+            return engine
 
-    # one request, in a worker thread --------------------------------------
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        with self.lock:
+            engines = list(self.engines.values())
+        for engine in engines:
+            engine.close()
+
+    # one request, in a request thread --------------------------------------
     def process(self, data: bytes, params: RemoveParams, model: str, label: str = "upload") -> bytes:
-        from ..errors import WeightsError
-        from ..infer.image_io import encode_image, load_image
-        from ..infer.refine import refine_output
+        from ..errors import ImageReadError, WeightsError
+        from ..infer.engine import Item
+        from ..infer.removal import PixelLimitError, RemovalJob
 
         with self.lock:
             self.running += 1
             self.peak_running = max(self.peak_running, self.running)
         try:
             try:
-                predictor = self.predictor(model)
+                engine = self.engine(model)
             except WeightsError as exc:
                 raise ApiError(503, f"model {model!r} is unavailable: {_one_line(str(exc))}") from None
-            image = load_image(data, name=label)
-            self.check_pixels(*image.size)
-            with self.infer_locks[model]:
-                prob = predictor.predict(image)
-            result = refine_output(image, prob, params.refine)
-            del prob, image
-            try:
-                return encode_image(result, params.format)
-            except ValueError as exc:  # WebP's 16383 px limit
-                raise ApiError(422, _one_line(str(exc))) from None
+            job = RemovalJob(params.refine, params.format, max_pixels=self.max_pixels)
+            result = engine.submit(Item(data, label), job).result()
+            exc = result.exception
+            if exc is None:
+                return result.value
+            if isinstance(exc, ImageReadError):
+                raise ApiError(400, str(exc))
+            if isinstance(exc, PixelLimitError):
+                raise ApiError(413, str(exc))
+            if isinstance(exc, ValueError):  # WebP's 16383 px limit
+                raise ApiError(422, _one_line(str(exc)))
+            raise exc
         finally:
             with self.lock:
                 self.running -= 1
@@ -522,7 +418,8 @@ class _Service:
 def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers: int = 1,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_queue: int = DEFAULT_MAX_QUEUE, models: Sequence[str] | None = None,
-               default_model: str = "u2netp") -> "FastAPI":
+               default_model: str = "u2netp", max_batch: int | None = None,
+               batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS) -> "FastAPI":
     """The ASGI application.
 
     Args:
@@ -534,6 +431,8 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
         max_queue: requests that may wait for a worker; more get 503 with ``Retry-After``.
         models: the model names offered; default: the registered weights found in the cache.
         default_model: used when a request names none (falls back to the first available).
+        max_batch: most images per network call, gathered from concurrent requests (default
+            ``max_workers``); ``batch_wait_ms``: how long the network waits for them.
     """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -543,19 +442,22 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
 
     from .. import __version__
     from ..errors import ImageReadError
+    from ..infer.options import http_parameters
 
     if max_workers < 1:
         raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+    if (max_batch is not None and max_batch < 1) or batch_wait_ms < 0:
+        raise ValueError("max_batch must be at least 1 and batch_wait_ms not negative")
     if max_upload_bytes < 1 or max_pixels < 1 or max_queue < 0:
         raise ValueError("max_upload_bytes and max_pixels must be positive and max_queue not negative")
     service = _Service(predictor_factory or _default_factory, max_workers=max_workers, max_queue=max_queue,
                        max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, models=models,
-                       default_model=default_model)
+                       default_model=default_model, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         yield
-        service.executor.shutdown(wait=False, cancel_futures=True)
+        service.close()
 
     app = FastAPI(
         title="u2seg", version=__version__, lifespan=lifespan,
@@ -604,10 +506,11 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
     }
     form_properties: dict[str, Any] = {"file": {"type": "string", "format": "binary",
                                                 "description": "The image (any format Pillow or OpenCV reads)."}}
-    form_properties.update({name: {"type": typ, "description": desc} for name, (typ, desc) in _PARAMS.items()})
+    parameters = http_parameters()  # (name, type, description), from the option table
+    form_properties.update({name: {"type": typ, "description": desc} for name, typ, desc in parameters})
     remove_openapi = {
         "parameters": [{"name": name, "in": "query", "required": False, "schema": {"type": typ},
-                        "description": desc} for name, (typ, desc) in _PARAMS.items()],
+                        "description": desc} for name, typ, desc in parameters],
         "requestBody": {"required": True, "content": {
             "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                                "properties": form_properties}},
@@ -780,13 +683,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=7000, help="default 7000")
     parser.add_argument("--workers", type=int, default=1, help="images processed at once (default 1)")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="most images per network call, from concurrent requests (default: --workers)")
+    parser.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS, metavar="MS",
+                        help="how long the network waits for concurrent requests (default %(default)s)")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
                         help="largest accepted upload in MiB (default %(default)s)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="largest accepted image, width × height (default %(default)s)")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     args = parser.parse_args(argv)
-    serve(args.host, args.port, log_level=args.log_level, max_workers=args.workers,
+    serve(args.host, args.port, log_level=args.log_level, max_workers=args.workers, max_batch=args.batch_size,
+          batch_wait_ms=args.batch_wait_ms,
           max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels)
 
 

@@ -10,14 +10,16 @@ truth's own resolution (the SOD and semantic-segmentation convention).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ..errors import U2SegError
+from ..infer.engine import Item, Prediction, Result, run_job
 
 if TYPE_CHECKING:
     from ..infer.predictor import Predictor
@@ -79,9 +81,16 @@ def _metric(num_classes: int):
     return SODMetrics() if num_classes == 1 else ConfusionMatrix(num_classes)
 
 
-def _batches(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+class _ScoreJob:
+    """The engine's job for evaluation: the prediction at the mask's size (a probability map,
+    or class indices), with the mask."""
+
+    def finish(self, prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
+        predictor, mask, size = prediction.predictor, prediction.meta, prediction.image.size
+        if predictor.num_classes == 1:
+            return predictor.to_host(prediction.foreground()), mask
+        with prediction.timer("postprocess"):
+            return predictor.class_map(prediction.probs, size), mask
 
 
 def evaluate_predictor(predictor: Predictor, dataset, *, batch_size: int = 4, limit: int | None = None,
@@ -91,9 +100,6 @@ def evaluate_predictor(predictor: Predictor, dataset, *, batch_size: int = 4, li
 
     Binary datasets need a binary model; multi-class ones a model with ``dataset.num_classes``
     classes."""
-    from PIL import Image
-    from tqdm import tqdm
-
     num_classes = int(dataset.num_classes)
     model_classes = int(predictor.num_classes)
     if num_classes != model_classes:
@@ -105,21 +111,19 @@ def evaluate_predictor(predictor: Predictor, dataset, *, batch_size: int = 4, li
     if not indices:
         raise U2SegError(f"{dataset}: nothing to evaluate")
     metric = _metric(num_classes)
-    bar = tqdm(total=len(indices), disable=not progress, unit="img", dynamic_ncols=True)
-    try:
-        for chunk in _batches(indices, batch_size):
-            pairs = [dataset.load_pair(i) for i in chunk]
-            images = [Image.fromarray(image) for image, _ in pairs]
-            if num_classes == 1:
-                maps = predictor.predict_many(images)
-                for prediction, (_, mask) in zip(maps, pairs):
-                    metric.update(prediction, mask.astype(bool))
-            else:
-                for classes, (_, mask) in zip(predictor.predict_classes_many(images), pairs):
-                    metric.update(classes, mask)
-            bar.update(len(chunk))
-    finally:
-        bar.close()
+    failures: list[str] = []
+
+    def score(result: Result) -> None:
+        if result.error is not None:
+            failures.append(result.error)
+        elif not failures:
+            prediction, mask = result.value
+            metric.update(prediction, mask.astype(bool) if num_classes == 1 else mask)
+
+    items = [Item(partial(dataset.load_pair, i), dataset.samples[i].name) for i in indices]
+    run_job(predictor, items, _ScoreJob(), batch_size=batch_size, on_result=score, progress=progress)
+    if failures:  # a sample left out would flatter the score
+        raise U2SegError(failures[0] + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""))
     names = list(class_names) if class_names is not None else _dataset_class_names(dataset)
     tta = predictor.tta
     details = {"tta": {"flip": tta.flip, "scales": list(tta.scales)} if tta else None,

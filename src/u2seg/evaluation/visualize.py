@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,11 +20,12 @@ from PIL import Image
 
 from ..errors import U2SegError
 from ..infer.colorize import colorize, gray, label_colours, overlay, side_by_side
+from ..infer.engine import Files, Item, Prediction, Report, run_job
 
 if TYPE_CHECKING:
     from ..infer.predictor import Predictor
 
-__all__ = ["PredictionJob", "WriteReport", "write_predictions", "write_triptychs"]
+__all__ = ["PredictionJob", "PredictionFilesJob", "SheetJob", "write_predictions", "write_triptychs"]
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,6 @@ class PredictionJob:
     source: Path
     mask: Path
     overlay: Path | None = None
-
-
-@dataclass
-class WriteReport:
-    written: list[Path] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)  # one line each: the file and why
 
 
 def _picture(labels_or_map: np.ndarray, binary: bool) -> np.ndarray:
@@ -50,37 +46,48 @@ def _picture(labels_or_map: np.ndarray, binary: bool) -> np.ndarray:
     return label_colours(labels_or_map)
 
 
-def write_predictions(predictor: Predictor, jobs: Sequence[PredictionJob], *, alpha: float = 0.5,
-                      on_error: Callable[[str], None] | None = None) -> WriteReport:
-    """Predict each job's source image and write its mask (and overlay). A failing image is
-    reported (``on_error`` and ``report.failed``) and the others go on."""
-    from ..infer.image_io import load_image, save_image
-    from ..infer.postprocess import probability_to_mask
+@dataclass(frozen=True)
+class PredictionFilesJob:
+    """The engine's job for ``u2seg predict``: per image the mask (a grey map, or a palette PNG
+    of class indices) and, for sources in ``overlays``, the classes over the image."""
 
-    binary = predictor.num_classes == 1
-    report = WriteReport()
-    for job in jobs:
-        try:
-            image = load_image(job.source).convert("RGB")
-            if binary:
-                prob = predictor.predict(image)
-                mask_image = probability_to_mask(prob)
-                classes = (prob >= 0.5).astype(np.uint8)
-            else:
-                classes = predictor.predict_classes(image)
-                mask_image = colorize(classes)
-            save_image(mask_image, job.mask, "png")
-            report.written.append(job.mask)
-            if job.overlay is not None:
-                tinted = Image.fromarray(overlay(np.asarray(image), classes, alpha=alpha))
-                save_image(tinted, job.overlay, "png")
-                report.written.append(job.overlay)
-        except (U2SegError, OSError, ValueError) as exc:
-            line = f"{job.source}: {exc}"
-            report.failed.append(line)
-            if on_error is not None:
-                on_error(line)
-    return report
+    overlays: Mapping[Path, Path | None]  # source → overlay path
+    alpha: float = 0.5
+
+    def finish(self, prediction: Prediction) -> Files:
+        from ..infer.image_io import encode_image
+        from ..infer.postprocess import probability_to_mask
+
+        predictor, image = prediction.predictor, prediction.image.convert("RGB")
+        if predictor.num_classes == 1:
+            prob = predictor.to_host(prediction.foreground())
+            mask_image = probability_to_mask(prob)
+            classes = (prob >= 0.5).astype(np.uint8)
+        else:
+            with prediction.timer("postprocess"):
+                classes = predictor.class_map(prediction.probs, image.size)
+            mask_image = colorize(classes)
+        files = {}
+        with prediction.timer("encode"):
+            files[prediction.item.output] = encode_image(mask_image, "png")
+        overlay_path = self.overlays.get(Path(prediction.item.source))
+        if overlay_path is not None:
+            with prediction.timer("refine"):
+                tinted = Image.fromarray(overlay(np.asarray(image), classes, alpha=self.alpha))
+            with prediction.timer("encode"):
+                files[overlay_path] = encode_image(tinted, "png")
+        return Files(files)
+
+
+def write_predictions(predictor: Predictor, jobs: Sequence[PredictionJob], *, alpha: float = 0.5,
+                      on_error: Callable[[str], None] | None = None, batch_size: int = 1,
+                      workers: int | None = None) -> Report:
+    """Predict each job's source image and write its mask (and overlay) through the engine. A
+    failing image is reported (``on_error`` and ``report.failed``) and the others go on."""
+    items = [Item(job.source, str(job.source), job.mask) for job in jobs]
+    task = PredictionFilesJob({Path(job.source): job.overlay for job in jobs}, alpha)
+    return run_job(predictor, items, task, batch_size=batch_size, workers=workers, on_error=on_error,
+                   progress=False)
 
 
 def write_triptychs(dataset, out_dir: str | Path, *, predictor: Predictor | None = None,
@@ -120,17 +127,48 @@ def write_triptychs(dataset, out_dir: str | Path, *, predictor: Predictor | None
         missing = [n for n in names if n not in saved]
         if missing:
             raise U2SegError(f"{pred_dir}: no prediction for {len(missing)} sample(s), e.g. {missing[0]}.png")
+    if predictor is not None:  # through the engine: decoding, network and drawing overlap
+        items = [Item(partial(dataset.load_pair, i), name, target)
+                 for i, (name, target) in enumerate(zip(names, targets))]
+        errors: list[str] = []
+        report = run_job(predictor, items, SheetJob(height), on_error=errors.append, progress=False)
+        if errors:
+            raise U2SegError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+        return report.written
     written = []
     for index, (name, target) in enumerate(zip(names, targets)):
         image, label = dataset.load_pair(index)
-        if predictor is not None:
-            picture = Image.fromarray(image)
-            prediction = predictor.predict(picture) if binary else predictor.predict_classes(picture)
-        elif binary:
+        if binary:
             prediction = np.asarray(load_image(saved[name]).convert("L"))
         else:
             prediction = read_mask(saved[name], dataset.num_classes)
-        sheet = side_by_side([image, _picture(label, binary), _picture(prediction, binary)], height=height)
-        save_image(Image.fromarray(sheet), target, "png")
+        save_image(Image.fromarray(_sheet(image, label, prediction, binary, height)), target, "png")
         written.append(target)
     return written
+
+
+def _sheet(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, binary: bool,
+           height: int | None) -> np.ndarray:
+    return side_by_side([image, _picture(label, binary), _picture(prediction, binary)], height=height)
+
+
+@dataclass(frozen=True)
+class SheetJob:
+    """The engine's job for ``u2seg visualize``: image | label | prediction, as a PNG file."""
+
+    height: int | None = None
+
+    def finish(self, prediction: Prediction) -> Files:
+        from ..infer.image_io import encode_image
+
+        predictor, image = prediction.predictor, prediction.image.convert("RGB")
+        binary = predictor.num_classes == 1
+        if binary:
+            predicted = predictor.to_host(prediction.foreground())
+        else:
+            with prediction.timer("postprocess"):
+                predicted = predictor.class_map(prediction.probs, image.size)
+        with prediction.timer("refine"):
+            sheet = _sheet(np.asarray(image), prediction.meta, predicted, binary, self.height)
+        with prediction.timer("encode"):
+            return Files({prediction.item.output: encode_image(Image.fromarray(sheet), "png")})

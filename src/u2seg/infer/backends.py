@@ -32,7 +32,7 @@ __all__ = ["Backend", "TorchBackend", "OnnxRuntimeBackend", "OpenVINOBackend", "
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 class Backend(Protocol):
@@ -82,13 +82,20 @@ def _installed(module: str) -> bool:
 
 
 class TorchBackend:
-    """Eager PyTorch, channels-last; bf16 autocast on CPUs that have bf16 instructions, CUDA when present."""
+    """Eager PyTorch, channels-last; bf16 autocast on CPUs that have bf16 instructions, CUDA when present.
+
+    On CUDA, fp32 means fp32: TF32 convolutions (PyTorch's default for cuDNN) moved U²-Net-P
+    masks by 2.8/255 mean and 61/255 at a pixel against the CPU, so they are turned off (masks
+    then agree within 0.001/255). Reduced precision (bf16, and fp16 on CUDA) keeps the layers
+    that :mod:`u2seg.infer.mixed_precision` found sensitive in fp32. ``compile=True`` runs the
+    network through ``torch.compile`` (CUDA graphs on CUDA): slow to start, fast per call.
+    """
 
     name = "torch"
     thread_safe = True
 
     def __init__(self, model: "nn.Module", *, device: "str | torch.device | None" = None,
-                 precision: str = "fp32", threads: int | None = None) -> None:
+                 precision: str = "fp32", threads: int | None = None, compile: bool = False) -> None:
         import torch
 
         self.device = torch.device(device) if device is not None else default_device()
@@ -96,22 +103,49 @@ class TorchBackend:
             raise U2SegError("the torch backend has no int8 mode; use --backend onnxruntime or openvino")
         if precision == "bf16" and self.device.type == "cpu" and not torch.cpu._is_avx512_bf16_supported():
             raise U2SegError("this CPU has no bf16 instructions (avx512_bf16); use --precision fp32")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise U2SegError("fp16 runs on CUDA only; on a CPU use --precision bf16 or int8")
         if threads:
             torch.set_num_threads(threads)
+        if self.device.type == "cuda":
+            _faithful_cuda()
         self.precision = precision
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.num_classes = int(getattr(model, "num_classes", 1))
+        model = model.to(self.device, memory_format=torch.channels_last).eval()
+        if precision in ("bf16", "fp16"):
+            from .mixed_precision import FP32_LAYERS, keep_in_fp32
+
+            model = keep_in_fp32(model, FP32_LAYERS.get(getattr(model, "arch", ""), ()))
+        self.model = model
+        self._forward = torch.compile(model, mode="reduce-overhead" if self.device.type == "cuda" else "default",
+                                      dynamic=False) if compile else model
+        self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def run_tensor(self, x: "torch.Tensor") -> "torch.Tensor":
+        """A float32 ``N×C×H×W`` tensor (any device) → probabilities ``N×K×H×W`` on this device."""
+        import torch
+
+        x = x.to(self.device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16,
+                                                    enabled=self._dtype is not None):
+            fused = self._forward(x)[0].float()
+            probs = torch.sigmoid(fused) if self.num_classes == 1 else torch.softmax(fused, dim=1)
+        return probs.clone() if probs.device.type == "cuda" else probs  # out of CUDA graphs' reused memory
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                                    enabled=self.precision == "bf16"):
-            fused = self.model(x)[0].float()
-        probs = torch.sigmoid(fused) if self.num_classes == 1 else torch.softmax(fused, dim=1)
-        return probs.cpu().numpy()
+        return self.run_tensor(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).cpu().numpy()
+
+
+def _faithful_cuda() -> None:
+    """fp32 on CUDA without TF32 (see :class:`TorchBackend`); cuDNN picks its fastest kernels
+    for the fixed input size."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
 
 
 @dataclass(frozen=True)
@@ -155,8 +189,8 @@ class OnnxRuntimeBackend:
 
     def __init__(self, model: "nn.Module | ExportedModel", *, precision: str = "fp32", threads: int | None = None,
                  calibration: Iterable[np.ndarray] | None = None) -> None:
-        if precision == "bf16":
-            raise U2SegError("onnxruntime has no bf16 kernels on the CPU; use --backend openvino or torch for bf16")
+        if precision in ("bf16", "fp16"):
+            raise U2SegError(f"onnxruntime has no {precision} kernels on the CPU; use --backend openvino or torch")
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
 
@@ -184,6 +218,8 @@ class OpenVINOBackend:
                  calibration: Iterable[np.ndarray] | None = None) -> None:
         import openvino as ov
 
+        if precision == "fp16":
+            raise U2SegError("the openvino backend runs fp32, bf16 or int8; fp16 is for --backend torch on CUDA")
         core = ov.Core()
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise U2SegError("OpenVINO reports no bf16 support on this CPU; use --precision fp32")
@@ -224,6 +260,7 @@ _ENGINES: dict[str, tuple[str, Callable[..., Backend]]] = {
 # Which engine "auto" takes on a CPU, fastest first (see BENCHMARKS.md for the measurements).
 _AUTO_ORDER = {"fp32": ("openvino", "onnxruntime", "torch"),
                "bf16": ("openvino", "torch"),
+               "fp16": ("torch",),
                "int8": ("openvino", "onnxruntime")}
 
 
@@ -233,7 +270,7 @@ def available_backends() -> list[str]:
 
 def create_backend(model: "nn.Module | ExportedModel", *, backend: str = "auto", precision: str = "fp32",
                    device: str | None = None, threads: int | None = None,
-                   calibration: Iterable[np.ndarray] | None = None) -> Backend:
+                   calibration: Iterable[np.ndarray] | None = None, compile: bool = False) -> Backend:
     """Build the backend that runs ``model`` (a network, or an :class:`ExportedModel` for the ONNX
     engines); ``auto`` picks the fastest one installed."""
     backend = resolve_backend(backend, precision, device)
@@ -243,8 +280,10 @@ def create_backend(model: "nn.Module | ExportedModel", *, backend: str = "auto",
     if backend == "torch":
         if isinstance(model, ExportedModel):
             raise TypeError("the torch backend needs the network, not an exported file")
-        chosen = engine(model, device=device, precision=precision, threads=threads)
+        chosen = engine(model, device=device, precision=precision, threads=threads, compile=compile)
     else:
+        if compile:
+            raise U2SegError("--compile is for the torch backend")
         if device is not None and device.startswith("cuda") and backend == "openvino":
             raise U2SegError("the openvino backend runs on the CPU; drop --device or use --backend torch")
         chosen = engine(model, precision=precision, threads=threads, calibration=calibration)

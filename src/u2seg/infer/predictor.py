@@ -24,11 +24,14 @@ from .resize import RESAMPLE_METHODS, resize_map, resize_rgb
 if TYPE_CHECKING:  # torch loads only when a network is needed
     from torch import nn
 
-__all__ = ["Preprocessing", "Predictor", "ImageInput", "TTA"]
+__all__ = ["Preprocessing", "Predictor", "Prepared", "ImageInput", "TTA", "ARITHMETIC"]
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
 InputNorm = Literal["max", "unit"]
 OutputNorm = Literal["minmax", "none"]
+#: Where the arithmetic between decode and encode runs: ``host`` (NumPy, Pillow, OpenCV),
+#: ``device`` (torch tensors on the backend's device), ``auto`` (device on CUDA, else host).
+ARITHMETIC = ("auto", "host", "device")
 
 
 
@@ -59,6 +62,18 @@ class Preprocessing:
             x /= scale
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return x.transpose(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image made ready for the network: ``size`` is the image's (width, height),
+    ``inputs`` the network's input for each TTA scale (``3×h×w`` arrays, or tensors on the
+    device), ``pixels`` the full-resolution image as a device tensor when the arithmetic stays
+    there (for compositing without a round trip to the host)."""
+
+    size: tuple[int, int]
+    inputs: tuple
+    pixels: object = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,10 @@ class Predictor:
         threads: threads for the network (default: the engine's choice, all cores).
         calibration: pre-processed inputs for int8 calibration (default: sample photos).
         tta: test-time augmentation (:class:`TTA`); None: one pass.
+        arithmetic: where pre- and post-processing run: ``"auto"`` (on the device with the
+            torch backend on CUDA, else on the host), ``"host"`` or ``"device"`` (torch backend
+            only; on a CPU it runs the same tensor code, which the tests use).
+        compile: torch backend: ``torch.compile`` the network (CUDA graphs on CUDA).
     """
 
     def __init__(self, model: "str | nn.Module | None" = None, *, weights: str | Path | None = None,
@@ -129,9 +148,12 @@ class Predictor:
                  output_norm: OutputNorm = "minmax", threshold: float | None = None,
                  resample: str = "lanczos", device: str | None = None,
                  backend: str | Backend = "auto", precision: str = "fp32", threads: int | None = None,
-                 calibration: Iterable[np.ndarray] | None = None, tta: TTA | None = None) -> None:
+                 calibration: Iterable[np.ndarray] | None = None, tta: TTA | None = None,
+                 arithmetic: str = "auto", compile: bool = False) -> None:
         if output_norm not in ("minmax", "none"):
             raise ValueError(f"output_norm must be 'minmax' or 'none', not {output_norm!r}")
+        if arithmetic not in ARITHMETIC:
+            raise ValueError(f"arithmetic must be one of {', '.join(ARITHMETIC)}, not {arithmetic!r}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
         config: dict = {}
@@ -150,7 +172,7 @@ class Predictor:
                 config = dict(getattr(target, "weights_config", None) or {})
             self.model_name = config.get("model") or getattr(target, "arch", None)
             backend = create_backend(target, backend=engine, precision=precision, device=device,
-                                     threads=threads, calibration=calibration)
+                                     threads=threads, calibration=calibration, compile=compile)
         self.backend: Backend = backend
         default_size = tuple(config.get("input_size", (320, 320)))
         self.preprocessing = Preprocessing(
@@ -162,6 +184,16 @@ class Predictor:
         self.threshold = threshold
         self.tta = tta
         self.num_classes = int(getattr(self.backend, "num_classes", 1))
+        self.device_arithmetic = _device_arithmetic(self.backend, arithmetic)
+
+    @property
+    def _scaled(self) -> tuple[Preprocessing, ...]:
+        """The pre-processing of each TTA scale (just the base one without TTA)."""
+        if self.tta is None:
+            return (self.preprocessing,)
+        base = self.preprocessing.size
+        return tuple(replace(self.preprocessing, size=(max(1, round(base[0] * s)), max(1, round(base[1] * s))))
+                     for s in self.tta.scales)
 
     @property
     def network(self) -> "nn.Module":
@@ -177,7 +209,7 @@ class Predictor:
 
     def predict_many(self, images: Iterable[ImageInput]) -> list[np.ndarray]:
         """Like :meth:`predict` for several images, run through the network as one batch."""
-        return self._per_image(images, self.postprocess)
+        return self._per_image(images, self.postprocess)  # host arrays: _per_image copies them out
 
     def predict_classes(self, image: ImageInput) -> np.ndarray:
         """Class indices, ``uint8 H×W`` at the image's size: the argmax of the class
@@ -193,36 +225,62 @@ class Predictor:
         loaded = [load_image(im) for im in images]
         if not loaded:
             return []
-        probs = self.network_probabilities(loaded)
-        return [finish(p, im.size) for p, im in zip(probs, loaded)]
+        probs = self.infer([self.prepare(im) for im in loaded])
+        return [finish(self.to_host(p), im.size) for p, im in zip(probs, loaded)]
+
+    # ------------------------------------------------------------------ the engine's stages
+    def prepare(self, image: Image.Image) -> Prepared:
+        """Pre-process one loaded image: the network's input for each TTA scale (arrays, or
+        tensors on the device when the arithmetic stays there)."""
+        if self.device_arithmetic is not None:
+            pixels = self.device_arithmetic.upload(image)
+            inputs = tuple(self.device_arithmetic.prepare(pixels, prep) for prep in self._scaled)
+            return Prepared(image.size, inputs, pixels)
+        return Prepared(image.size, tuple(prep(image) for prep in self._scaled))
+
+    def infer(self, prepared: Sequence[Prepared]) -> list:
+        """The network on a batch of prepared images: ``K×h×w`` probabilities per image at the
+        base input size (sigmoid, or softmax over K classes), averaged over the TTA passes."""
+        if not prepared:
+            return []
+        device = self.device_arithmetic
+        base = self.preprocessing.size
+        flips = (False, True) if self.tta is not None and self.tta.flip else (False,)
+        total = None
+        for s, prep in enumerate(self._scaled):
+            if device is not None:
+                batch = device.stack([p.inputs[s] for p in prepared])
+            else:
+                batch = np.stack([p.inputs[s] for p in prepared])
+            for flipped in flips:
+                view = batch.flip(-1) if device is not None and flipped else batch[..., ::-1] if flipped else batch
+                probs = self._run(view)
+                if flipped:
+                    probs = probs.flip(-1) if device is not None else probs[..., ::-1]
+                if prep.size != base:
+                    probs = device.resize_probs(probs, base) if device is not None else _resize_probs(probs, base)
+                total = probs if total is None else total + probs
+        if len(self._scaled) * len(flips) > 1:
+            total = total / (len(self._scaled) * len(flips))
+        return list(total)
+
+    def _run(self, batch):
+        if self.device_arithmetic is not None:
+            return self.backend.run_tensor(batch)
+        return self.backend.run(np.ascontiguousarray(batch))
 
     def network_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """``N×K×h×w`` probabilities at the input size (sigmoid, or softmax over K classes),
         averaged over the test-time augmentations when ``tta`` is set."""
-        if self.tta is None or (self.tta.passes == 1 and self.tta.scales[0] == 1.0):
-            return self.backend.run(np.stack([self.preprocessing(im) for im in images]))
-        import cv2
+        return np.stack([self.to_host(p) for p in self.infer([self.prepare(im) for im in images])])
 
-        base = self.preprocessing.size
-        total: np.ndarray | None = None
-        for scale in self.tta.scales:
-            size = (max(1, round(base[0] * scale)), max(1, round(base[1] * scale)))
-            prep = replace(self.preprocessing, size=size)
-            batch = np.stack([prep(im) for im in images])
-            views = [(batch, False)] + ([(batch[..., ::-1], True)] if self.tta.flip else [])
-            for view, flipped in views:
-                probs = self.backend.run(np.ascontiguousarray(view))
-                if flipped:
-                    probs = probs[..., ::-1]
-                if size != base:  # back to the base size, one map at a time (cv2 caps channels)
-                    probs = np.stack([[cv2.resize(np.ascontiguousarray(m), base, interpolation=cv2.INTER_LINEAR)
-                                       for m in item] for item in probs])
-                total = probs.astype(np.float32) if total is None else total + probs
-        assert total is not None
-        return total / self.tta.passes
-
-    def postprocess(self, probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """``K×h×w`` network probabilities → foreground ``H×W`` at ``size`` (width, height)."""
+    def postprocess(self, probs, size: tuple[int, int], *, prepared: Prepared | None = None):
+        """``K×h×w`` network probabilities → foreground ``H×W`` at ``size`` (width, height).
+        A device tensor in gives a device tensor out (see :attr:`device_arithmetic`)."""
+        if self.device_arithmetic is not None and not isinstance(probs, np.ndarray):
+            return self.device_arithmetic.postprocess(probs, size, self.output_norm, self.threshold,
+                                                      self.preprocessing.resample)
+        probs = np.asarray(probs)
         fg = probs[0] if probs.shape[0] == 1 else 1.0 - probs[0]  # classes: all but background
         fg = fg.astype(np.float32, copy=False)
         if self.output_norm == "minmax":
@@ -233,6 +291,21 @@ class Predictor:
         if self.threshold is not None:
             fg = (fg >= self.threshold).astype(np.float32)
         return fg
+
+    def foreground(self, probs, size: tuple[int, int]) -> np.ndarray:
+        """:meth:`postprocess` as a float32 array on the host, whatever the arithmetic."""
+        return self.to_host(self.postprocess(probs, size))
+
+    @staticmethod
+    def to_host(values) -> np.ndarray:
+        """An array, or a (device) tensor copied to a float32 array."""
+        if isinstance(values, np.ndarray):
+            return values
+        return values.float().cpu().numpy()
+
+    def class_map(self, probs, size: tuple[int, int]) -> np.ndarray:
+        """``uint8 H×W`` class indices at ``size`` from ``K×h×w`` probabilities."""
+        return _class_map(self.to_host(probs), size)
 
     # ------------------------------------------------------------------ conveniences
     def colorized(self, image: ImageInput) -> Image.Image:
@@ -252,6 +325,27 @@ class Predictor:
 
         picture = load_image(image)
         return refine_output(picture, self.predict(picture), RefineOptions(bgcolor=bgcolor))
+
+
+def _device_arithmetic(backend: Backend, arithmetic: str):
+    """The tensor arithmetic for ``backend`` when it should be used (see ``ARITHMETIC``)."""
+    device = getattr(backend, "device", None)
+    usable = device is not None and hasattr(backend, "run_tensor")
+    if arithmetic == "host" or (arithmetic == "auto" and not (usable and device.type == "cuda")):
+        return None
+    if not usable:
+        raise ValueError(f"arithmetic='device' needs the torch backend, not {backend.name!r}")
+    from .device import DeviceArithmetic
+
+    return DeviceArithmetic(device)
+
+
+def _resize_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``N×K×h×w`` → ``N×K×H×W`` (bilinear), one map at a time (OpenCV caps channels)."""
+    import cv2
+
+    return np.stack([[cv2.resize(np.ascontiguousarray(m), size, interpolation=cv2.INTER_LINEAR) for m in item]
+                     for item in probs]).astype(np.float32)
 
 
 def _class_map(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:

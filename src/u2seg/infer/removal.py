@@ -1,36 +1,71 @@
-"""Background removal for one image (``remove``) and for many files (``remove_files``)."""
+"""Background removal: the engine's job that refines and encodes, for one image (``remove``)
+and for many files (``remove_files``)."""
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageReadError
+from .engine import Files, Item, Prediction, Report, run_job, run_one
 from .files import Task
-from .image_io import load_image, save_image
+from .image_io import encode_image
 from .predictor import ImageInput, Predictor
-from .refine import RefineOptions, refine_output
+from .refine import RefineOptions, finish_output, needs_host, refine_output
+from .sessions import get_predictor
 
-__all__ = ["remove", "render", "remove_files", "network_threads", "FilesReport"]
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_predictor(model: str | None, weights: str | None, size: int | None) -> Predictor:
-    return Predictor(model, weights=weights, size=size)
+__all__ = ["RemovalJob", "remove", "render", "remove_files", "network_threads"]
 
 
-def render(predictor: Predictor, image: Image.Image, options: RefineOptions = RefineOptions()) -> Image.Image:
-    """Predict and refine the output for one loaded image."""
-    return refine_output(image, predictor.predict(image), options)
+@dataclass(frozen=True)
+class RemovalJob:
+    """Mask or cutout of each image, refined by ``options``; encoded as ``fmt`` (``None``: the
+    PIL image itself). Items with an ``output`` path get it written."""
+
+    options: RefineOptions = RefineOptions()
+    fmt: str | None = "png"
+    compression: int = 3
+    max_pixels: int | None = None  # refuse larger images right after decoding
+
+    def admit(self, image: Image.Image) -> None:
+        if self.max_pixels is not None and image.width * image.height > self.max_pixels:
+            raise PixelLimitError(f"image of {image.width}×{image.height} = {image.width * image.height:,} pixels is "
+                                  f"over the limit of {self.max_pixels:,} pixels")
+
+    def finish(self, prediction: Prediction) -> Files | bytes | Image.Image:
+        output = render_prediction(prediction, self.options)
+        if self.fmt is None:
+            return output
+        with prediction.timer("encode"):
+            data = encode_image(output, self.fmt, compression=self.compression)
+        target = prediction.item.output
+        return Files({target: data}) if target is not None else data
+
+
+class PixelLimitError(ValueError):
+    """An image over a job's pixel limit."""
+
+
+def render_prediction(prediction: Prediction, options: RefineOptions) -> Image.Image:
+    """The refined output of one prediction: on the device when the Predictor keeps its
+    arithmetic there and the options allow it, else on the host (:func:`refine_output`)."""
+    prob = prediction.foreground()
+    device = prediction.predictor.device_arithmetic
+    with prediction.timer("refine"):
+        if device is None or isinstance(prob, np.ndarray) or needs_host(options):
+            return refine_output(prediction.image, prediction.predictor.to_host(prob), options)
+        alpha = prob if options.threshold is None else (prob >= options.threshold).float()
+        pixels = device.mask(alpha) if options.only_mask else device.cutout(prediction.prepared.pixels, alpha)
+        return finish_output(pixels, options)[0]
+
+
+def render(predictor: Predictor, image: ImageInput, options: RefineOptions = RefineOptions()) -> Image.Image:
+    """Predict and refine the output for one image (through the engine's stages, in this thread)."""
+    return run_one(predictor, Item.of(image), RemovalJob(options, fmt=None))
 
 
 def remove(image: ImageInput, *, model: str | None = None, weights: str | Path | None = None,
@@ -39,12 +74,13 @@ def remove(image: ImageInput, *, model: str | None = None, weights: str | Path |
 
     Returns an RGBA cutout, or the 8-bit mask with ``only_mask=True``; the other keywords are
     :class:`~u2seg.infer.refine.RefineOptions` (``alpha_matting``, ``bgcolor``, ``crop`` …).
-    The predictor for a given (model, weights, size) is built once per process and reused.
+    The predictor for a given (model, weights, size) is built once per process and reused
+    (:func:`u2seg.infer.sessions.get_predictor`).
     """
     refine_options = RefineOptions(**options)  # validate before loading anything
     if predictor is None:
-        predictor = _cached_predictor(model, None if weights is None else str(weights), size)
-    return render(predictor, load_image(image), refine_options)
+        predictor = get_predictor(model, weights=weights, size=size)
+    return render(predictor, image, refine_options)
 
 
 def network_threads(files: int, precision: str = "fp32") -> int | None:
@@ -56,90 +92,14 @@ def network_threads(files: int, precision: str = "fp32") -> int | None:
     return max(1, cores // 2) if files >= 4 and cores > 1 and precision != "fp32" else None
 
 
-@dataclass
-class FilesReport:
-    written: list[Path] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)  # one line each
-
-
-def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, depth: int) -> Iterator[Future]:
-    """Yield futures of ``fn(item)`` in order, keeping at most ``depth`` submitted ahead."""
-    pending: deque[Future] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= depth:
-            yield pending.popleft()
-    while pending:
-        yield pending.popleft()
-
-
 def remove_files(predictor: Predictor, tasks: Sequence[Task], options: RefineOptions = RefineOptions(), *,
                  fmt: str = "png", compression: int = 3, batch_size: int = 1,
                  workers: int | None = None, on_error: Callable[[str], None] | None = None,
-                 progress: bool | None = None) -> FilesReport:
-    """Process planned tasks (see :func:`u2seg.infer.files.plan_outputs`) as a pipeline.
-
-    Worker threads decode and pre-process the next images while the network runs on a batch, and
-    other workers post-process, encode and write finished ones. Queues are bounded, so memory
-    stays flat whatever the number of files. A file that fails is reported through ``on_error``
-    and the rest still run.
-    """
-    from tqdm import tqdm
-
-    if batch_size < 1:
-        raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
-    workers = workers or min(4, (os.cpu_count() or 1) + 1)
-    report = FilesReport()
-    show = len(tasks) > 1 if progress is None else progress
-    bar = tqdm(total=len(tasks), unit="img", disable=not show, file=sys.stderr, dynamic_ncols=True)
-
-    def fail(task: Task, exc: BaseException) -> None:
-        line = str(exc) if isinstance(exc, ImageReadError) else f"{task.source}: {exc}"
-        report.failed.append(line)
-        if on_error is not None:
-            on_error(line)
-        bar.update()
-
-    def load(task: Task) -> tuple[Task, Image.Image, np.ndarray]:
-        image = load_image(task.source)
-        return task, image, predictor.preprocessing(image)
-
-    def finish(task: Task, image: Image.Image, probs: np.ndarray) -> Path:
-        prob = predictor.postprocess(probs, image.size)
-        return save_image(refine_output(image, prob, options), task.output, fmt=fmt, compression=compression)
-
-    writes: deque[tuple[Task, Future]] = deque()
-
-    def collect(limit: int) -> None:
-        while len(writes) > limit:
-            task, future = writes.popleft()
-            try:
-                report.written.append(future.result())
-                bar.update()
-            except (ImageReadError, OSError, ValueError) as exc:
-                fail(task, exc)
-
-    batch: list[tuple[Task, Image.Image, np.ndarray]] = []
-
-    def run_batch() -> None:
-        probs = predictor.backend.run(np.stack([x for _, _, x in batch]))
-        for (task, image, _), p in zip(batch, probs):
-            writes.append((task, writers.submit(finish, task, image, p)))
-        batch.clear()
-        collect(2 * workers)
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="u2seg-read") as readers, \
-            ThreadPoolExecutor(workers, thread_name_prefix="u2seg-write") as writers:
-        for task, future in zip(tasks, _prefetch(readers, load, tasks, depth=batch_size + workers)):
-            try:
-                batch.append(future.result())
-            except (ImageReadError, OSError) as exc:
-                fail(task, exc)
-                continue
-            if len(batch) == batch_size:
-                run_batch()
-        if batch:
-            run_batch()
-        collect(0)
-    bar.close()
-    return report
+                 progress: bool | None = None) -> Report:
+    """Process planned tasks (see :func:`u2seg.infer.files.plan_outputs`) through the engine:
+    decode, pre-process, network, refine, encode and write overlap in bounded queues (flat memory
+    whatever the number of files); a file that fails is reported through ``on_error`` and the
+    rest still run."""
+    items = [Item(task.source, str(task.source), task.output) for task in tasks]
+    return run_job(predictor, items, RemovalJob(options, fmt, compression), batch_size=batch_size,
+                   workers=workers, on_error=on_error, progress=progress)

@@ -1,0 +1,467 @@
+"""The streaming inference engine: every front end's images go through here.
+
+    source → decode → prepare → batched network (+ TTA) → finish (post-process, refine, encode …) → sink
+
+* **Stages.** Decoding, pre-processing and the job's ``finish`` run in a pool of worker threads
+  (the libraries they use, Pillow's decoders and resampling, OpenCV, NumPy, release the GIL, so
+  the threads use every core; ``benchmarks`` and ``u2seg bench`` measure it). One network thread
+  gathers prepared images into batches (up to ``batch_size``, waiting at most ``max_wait_ms``
+  for more while images are still being decoded) and runs the Predictor, TTA included, so
+  batching and TTA exist nowhere else.
+* **Jobs** say what to make of a prediction (:class:`Job`): an encoded cutout, a class map, a
+  metric update. A job's ``finish`` returns a value, or :class:`Files` to be written atomically.
+* **Two ways in.** :meth:`Engine.run` streams an iterable of :class:`Item` (folders, datasets)
+  with bounded memory: at most ``window`` items are between the source and the consumer, so
+  any number of inputs runs in flat memory; results come in input order (``ordered``) or as
+  they finish. :meth:`Engine.submit` takes one item and returns a Future (the HTTP service:
+  concurrent requests share batches).
+* **Errors** are per item: a result carries one line, the others go on.
+* **Timing**: every item's seconds per stage (decode, preprocess, network, postprocess, refine,
+  encode, write) add up in :class:`StageTimes`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import ImageReadError, U2SegError
+from ..fileio import write_bytes_atomic
+from .image_io import load_image
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .predictor import Predictor, Prepared
+
+__all__ = ["Item", "Result", "Report", "StageTimes", "Timer", "Prediction", "Job", "Files", "Engine",
+           "run_job", "run_one", "STAGES", "default_workers"]
+
+#: The stages timed for every item, in pipeline order.
+STAGES = ("decode", "preprocess", "network", "postprocess", "refine", "encode", "write")
+
+
+def default_workers() -> int:
+    """Worker threads for the CPU stages: one per core."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: ``source`` is a path, bytes, a PIL image or an array, or a function that
+    returns ``(image, meta)`` (datasets: the label comes with the image, read in a worker);
+    ``name`` labels it in error lines; ``output`` is where a file-writing job puts its result."""
+
+    source: Any
+    name: str = ""
+    output: Path | None = None
+
+    @classmethod
+    def of(cls, source: Any, output: Path | None = None) -> Item:
+        name = str(source) if isinstance(source, (str, Path)) else ""
+        return cls(source, name, output)
+
+
+@dataclass(frozen=True)
+class Files:
+    """Encoded outputs of one item, to be written atomically: ``{path: bytes}``."""
+
+    contents: Mapping[Path, bytes]
+
+
+@dataclass
+class Result:
+    index: int
+    item: Item
+    value: Any = None           # what the job's finish returned (None once Files are written)
+    written: tuple[Path, ...] = ()
+    error: str | None = None    # one line
+    seconds: dict[str, float] = field(default_factory=dict)
+    exception: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class StageTimes:
+    """Seconds per stage summed over items (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self.items = 0
+
+    def add(self, seconds: Mapping[str, float]) -> None:
+        with self._lock:
+            for stage, value in seconds.items():
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + value
+            self.items += 1
+
+    def per_image_ms(self) -> dict[str, float]:
+        with self._lock:
+            n = max(self.items, 1)
+            return {stage: 1000.0 * value / n for stage, value in self.seconds.items()}
+
+
+class Timer:
+    """An item's seconds per stage: ``with timer("refine"): ...``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - start)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+@dataclass
+class Prediction:
+    """What a job's ``finish`` gets: the decoded image and the network's probabilities
+    (``K×h×w`` at the network's size, TTA averaged), with the Predictor that made them."""
+
+    item: Item
+    image: Image.Image
+    prepared: Prepared
+    probs: Any
+    predictor: Predictor
+    timer: Timer
+    meta: Any = None  # what a callable source returned beside the image
+
+    def foreground(self) -> Any:
+        """The foreground probability at the image's size (timed as post-processing): a float32
+        ``H×W`` array, or a device tensor when the Predictor keeps its arithmetic on the device."""
+        with self.timer("postprocess"):
+            return self.predictor.postprocess(self.probs, self.image.size, prepared=self.prepared)
+
+
+class Job(Protocol):
+    """What to make of each prediction (one object per run, called from worker threads).
+    A job may also define ``admit(image)``, called right after decoding, which raises to
+    refuse an image (e.g. over a pixel limit) before any more work is spent on it."""
+
+    def finish(self, prediction: Prediction) -> Any: ...
+
+
+@dataclass
+class Report:
+    """What a run did: files written, one line per failure, images per second, stage times."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    processed: int = 0
+    seconds: float = 0.0
+    stages: StageTimes = field(default_factory=StageTimes)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, result: Result) -> None:
+        self.processed += 1
+        self.written.extend(result.written)
+        if result.error is not None:
+            self.failed.append(result.error)
+
+
+def _error_line(item: Item, exc: BaseException) -> str:
+    if isinstance(exc, ImageReadError):
+        return str(exc)  # already names the file
+    label = item.name or "image"
+    if isinstance(exc, (U2SegError, OSError, ValueError)):
+        return f"{label}: {' '.join(str(exc).split())}"
+    return f"{label}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+class _Flight:
+    """One item on its way through the engine."""
+
+    __slots__ = ("index", "item", "job", "done", "timer", "image", "prepared", "meta")
+
+    def __init__(self, index: int, item: Item, job: Job, done: Callable[[Result], None]) -> None:
+        self.index, self.item, self.job, self.done = index, item, job, done
+        self.timer = Timer()
+        self.image = self.prepared = self.meta = None
+
+
+class Engine:
+    """One Predictor's streaming engine (see the module docstring).
+
+    Args:
+        predictor: what runs the network (and owns pre- and post-processing).
+        batch_size: images per network call (the most; fewer when no more are coming).
+        workers: threads for decode, pre-processing and finishing (default: one per core).
+        max_wait_ms: how long the network waits for a batch to fill while images are still on
+            their way (``None``: until the batch is full or nothing more is being decoded).
+        window: items between the source and the consumer in :meth:`run` (default: enough to
+            keep every stage busy).
+        stages: where the stage times add up (default: a new :class:`StageTimes`).
+    """
+
+    def __init__(self, predictor: Predictor, *, batch_size: int = 1, workers: int | None = None,
+                 max_wait_ms: float | None = None, window: int | None = None,
+                 stages: StageTimes | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be ≥ 1, got {workers}")
+        self.predictor = predictor
+        self.batch_size = batch_size
+        self.workers = workers or default_workers()
+        self.max_wait = None if max_wait_ms is None else max(0.0, max_wait_ms) / 1000.0
+        self.window = window or 2 * batch_size + 2 * self.workers
+        self.stages = stages or StageTimes()
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="u2seg-worker")
+        self._ready: queue.Queue[_Flight | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._upstream = 0  # items decoding or pre-processing: the batcher waits only for those
+        self._closed = False
+        self._network = threading.Thread(target=self._batcher, name="u2seg-network", daemon=True)
+        self._network.start()
+
+    # ------------------------------------------------------------------ ways in
+    def submit(self, item: Item, job: Job) -> Future[Result]:
+        """Process one item; the Future's result is its :class:`Result` (errors included)."""
+        future: Future[Result] = Future()
+        self._start(_Flight(0, item, job, future.set_result))
+        return future
+
+    def run(self, items: Iterable[Item], job: Job, *, ordered: bool = True,
+            report: Report | None = None) -> Iterator[Result]:
+        """Stream ``items`` through the engine and yield their results (in input order when
+        ``ordered``). At most ``window`` items are in flight or waiting to be consumed.
+        ``report``, when given, is updated as results are yielded."""
+        finished: queue.Queue[Result | tuple[int] | BaseException] = queue.Queue()
+        slots = threading.Semaphore(self.window)
+        stop = threading.Event()
+        started = time.perf_counter()
+
+        def feed() -> None:
+            count = 0
+            try:
+                for index, item in enumerate(items):
+                    while not slots.acquire(timeout=0.1):
+                        if stop.is_set():
+                            return
+                    if stop.is_set():
+                        return
+                    self._start(_Flight(index, item, job, finished.put))
+                    count += 1
+            except BaseException as exc:  # noqa: BLE001 - a failing source ends the run with its error
+                finished.put(exc)
+                return
+            finished.put((count,))
+
+        feeder = threading.Thread(target=feed, name="u2seg-feed", daemon=True)
+        feeder.start()
+        waiting: dict[int, Result] = {}
+        expected: int | None = None
+        next_index = yielded = 0
+        try:
+            while expected is None or yielded < expected:
+                message = finished.get()
+                if isinstance(message, BaseException):
+                    raise message
+                if isinstance(message, tuple):
+                    expected = message[0]
+                    continue
+                if not ordered:
+                    ready = [message]
+                else:
+                    waiting[message.index] = message
+                    ready = []
+                    while next_index in waiting:
+                        ready.append(waiting.pop(next_index))
+                        next_index += 1
+                for result in ready:
+                    yielded += 1
+                    slots.release()
+                    if report is not None:
+                        report.add(result)
+                        report.seconds = time.perf_counter() - started
+                    yield result
+        finally:
+            stop.set()
+
+    def close(self) -> None:
+        """Stop the network thread and the workers (items in flight are finished first)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ready.put(None)
+        self._network.join()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ stages
+    def _start(self, flight: _Flight) -> None:
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        with self._lock:
+            self._upstream += 1
+        self._pool.submit(self._load, flight)
+
+    def _load(self, flight: _Flight) -> None:
+        try:
+            _load(self.predictor, flight)
+        except BaseException as exc:  # noqa: BLE001 - reported as this item's error line
+            with self._lock:
+                self._upstream -= 1
+            self._fail(flight, exc)
+            return
+        with self._lock:
+            self._upstream -= 1
+            self._ready.put(flight)
+
+    def _gather(self) -> list[_Flight] | None:
+        """The next batch: the first ready item, then more until the batch is full, nothing more
+        is being decoded, or ``max_wait`` has passed."""
+        first = self._ready.get()
+        if first is None:
+            return None
+        batch = [first]
+        deadline = None if self.max_wait is None else time.monotonic() + self.max_wait
+        while len(batch) < self.batch_size:
+            try:
+                more = self._ready.get_nowait()
+            except queue.Empty:
+                with self._lock:
+                    coming = self._upstream > 0
+                if not coming:
+                    break
+                timeout = 0.005 if deadline is None else min(0.005, deadline - time.monotonic())
+                if timeout <= 0:
+                    break
+                try:
+                    more = self._ready.get(timeout=timeout)
+                except queue.Empty:
+                    continue
+            if more is None:  # closing: run what we have, then stop
+                self._ready.put(None)
+                break
+            batch.append(more)
+        return batch
+
+    def _batcher(self) -> None:
+        while True:
+            batch = self._gather()
+            if batch is None:
+                return
+            start = time.perf_counter()
+            try:
+                probs = self.predictor.infer([f.prepared for f in batch])
+            except BaseException as exc:  # noqa: BLE001 - the batch's items fail, the engine goes on
+                for flight in batch:
+                    self._fail(flight, exc)
+                continue
+            share = (time.perf_counter() - start) / len(batch)
+            for flight, p in zip(batch, probs):
+                flight.timer.add("network", share)
+                self._pool.submit(self._finish, flight, p)
+
+    def _finish(self, flight: _Flight, probs: Any) -> None:
+        try:
+            result = _finish(self.predictor, flight, probs)
+        except BaseException as exc:  # noqa: BLE001 - reported as this item's error line
+            self._fail(flight, exc)
+            return
+        self.stages.add(flight.timer.seconds)
+        flight.done(result)
+
+    def _fail(self, flight: _Flight, exc: BaseException) -> None:
+        flight.image = flight.prepared = None
+        flight.done(_failure(flight, exc))
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise exc
+
+
+# ---------------------------------------------------------------------- the stages themselves
+
+def _load(predictor: Predictor, flight: _Flight) -> None:
+    """Decode (and let the job refuse the image), then pre-process."""
+    with flight.timer("decode"):
+        source = flight.item.source
+        if callable(source):
+            source, flight.meta = source()
+        flight.image = load_image(source, name=flight.item.name or None)
+    admit = getattr(flight.job, "admit", None)
+    if admit is not None:
+        admit(flight.image)
+    with flight.timer("preprocess"):
+        flight.prepared = predictor.prepare(flight.image)
+
+
+def _finish(predictor: Predictor, flight: _Flight, probs: Any) -> Result:
+    """The job's finish, then the writing of the files it returns."""
+    prediction = Prediction(flight.item, flight.image, flight.prepared, probs, predictor, flight.timer, flight.meta)
+    value = flight.job.finish(prediction)
+    written: tuple[Path, ...] = ()
+    if isinstance(value, Files):
+        with flight.timer("write"):
+            for path, data in value.contents.items():
+                write_bytes_atomic(data, path)
+        written, value = tuple(value.contents), None
+    flight.image = flight.prepared = flight.meta = None
+    return Result(flight.index, flight.item, value, written, None, flight.timer.seconds)
+
+
+def _failure(flight: _Flight, exc: BaseException) -> Result:
+    return Result(flight.index, flight.item, None, (), _error_line(flight.item, exc), flight.timer.seconds, exc)
+
+
+def run_one(predictor: Predictor, item: Item, job: Job) -> Any:
+    """One item through the same stages, in the calling thread (one image in memory: no
+    threads to start). Returns the job's value; errors are raised, not reported."""
+    flight = _Flight(0, item, job, lambda result: None)
+    _load(predictor, flight)
+    start = time.perf_counter()
+    probs = predictor.infer([flight.prepared])[0]
+    flight.timer.add("network", time.perf_counter() - start)
+    return _finish(predictor, flight, probs).value
+
+
+def run_job(predictor: Predictor, items: Sequence[Item] | Iterable[Item], job: Job, *, batch_size: int = 1,
+            workers: int | None = None, on_error: Callable[[str], None] | None = None,
+            on_result: Callable[[Result], None] | None = None, progress: bool | None = None,
+            total: int | None = None, ordered: bool = True) -> Report:
+    """Run ``items`` through an engine of their own and return the :class:`Report`: the batch
+    loop of ``u2seg remove``, ``predict``, ``eval``, ``visualize`` and the window's save-all.
+    ``on_error`` gets each failure's line, ``on_result`` every result (in input order when
+    ``ordered``); a progress bar shows on stderr for more than one item (``progress``)."""
+    import sys
+
+    from tqdm import tqdm
+
+    if total is None and isinstance(items, Sized):
+        total = len(items)
+    show = (total or 0) > 1 if progress is None else progress
+    report = Report()
+    with tqdm(total=total, unit="img", disable=not show, file=sys.stderr, dynamic_ncols=True) as bar, \
+            Engine(predictor, batch_size=batch_size, workers=workers, stages=report.stages) as engine:
+        for result in engine.run(items, job, ordered=ordered, report=report):
+            if result.error is not None and on_error is not None:
+                on_error(result.error)
+            if on_result is not None:
+                on_result(result)
+            bar.update()
+    return report
