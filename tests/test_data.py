@@ -440,7 +440,7 @@ def test_official_eval_equals_inference_preprocessing(name: str, size: int) -> N
 
 
 def test_opencv_filters_differ_from_the_inference_resize() -> None:
-    """Why the recipes resize with u2seg.infer.resize instead of albumentations' (OpenCV) Resize."""
+    """Why the recipes resize with u2seg.resize instead of albumentations' (OpenCV) Resize."""
     import cv2
 
     photo = _photo("coffee")

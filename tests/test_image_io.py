@@ -1,4 +1,4 @@
-"""Tests for u2seg.infer.image_io on real images (scikit-image's bundled samples)."""
+"""Tests for u2seg.image_io on real images (scikit-image's bundled samples)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from u2seg.errors import ImageReadError, U2SegError
-from u2seg.infer import image_io
-from u2seg.infer.image_io import (
+from u2seg import image_io
+from u2seg.image_io import (
     IMAGE_EXTENSIONS,
     OUTPUT_FORMATS,
     encode_image,

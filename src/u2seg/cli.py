@@ -47,7 +47,7 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     from .infer.backends import BACKENDS, PRECISIONS
-    from .infer.resize import RESAMPLE_METHODS
+    from .resize import RESAMPLE_METHODS
 
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="inference engine (default auto: the fastest installed; -v says which)")

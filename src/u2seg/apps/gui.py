@@ -51,7 +51,7 @@ from PySide6.QtWidgets import (
 
 from ..errors import U2SegError
 from ..infer.files import Plan, plan_pairs
-from ..infer.image_io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, load_image, save_image
+from ..image_io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, load_image, save_image
 from ..infer.refine import RefineOptions, refine
 
 __all__ = ["MainWindow", "run_gui", "models_with_weights", "pil_to_qimage", "qimage_to_array"]

@@ -45,7 +45,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..errors import ImageReadError, U2SegError
-from ..infer.image_io import load_image
+from ..image_io import load_image
 from .split import pair_folders
 
 __all__ = [

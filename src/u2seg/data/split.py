@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import U2SegError
 from ..fileio import write_bytes_atomic
-from ..infer.image_io import IMAGE_EXTENSIONS
+from ..image_io import IMAGE_EXTENSIONS
 
 __all__ = ["Pairing", "pair_folders", "split_dataset", "SPLIT_NAMES"]
 

@@ -30,7 +30,7 @@ from PIL import Image
 
 from ..errors import U2SegError
 from ..fileio import write_bytes_atomic
-from ..infer.image_io import save_image
+from ..image_io import save_image
 
 __all__ = ["PHOTOS", "SHAPES", "SynthSample", "class_names", "make_synthetic_dataset", "synth_sample"]
 

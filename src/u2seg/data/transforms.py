@@ -30,7 +30,7 @@ Recipes (``build_transform(name, **kw)`` picks one by name, for YAML configs):
     No geometry, just :class:`ImageNorm` (what datasets use when ``transform=None``).
 
 Resize filters: images are resized exactly as inference resizes them
-(:func:`u2seg.infer.resize.resize_rgb`; ``resample="lanczos"`` by default, Pillow's Lanczos,
+(:func:`u2seg.resize.resize_rgb`; ``resample="lanczos"`` by default, Pillow's Lanczos,
 which low-pass filters when shrinking). OpenCV's filters, which albumentations' own ``Resize``
 uses, give different pixels: on scikit-image's astronaut, coffee and rocket photos resized to
 320×320, mean |Δ| against Pillow's Lanczos in 0..255 units was 1.9-2.3 (INTER_LANCZOS4), 1.1-1.5
@@ -65,7 +65,7 @@ import numpy as np  # noqa: E402
 from albumentations.core.type_definitions import Targets  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..infer.resize import RESAMPLE_METHODS, resize_rgb  # noqa: E402
+from ..resize import RESAMPLE_METHODS, resize_rgb  # noqa: E402
 
 __all__ = [
     "IGNORE_INDEX",

@@ -167,7 +167,7 @@ def evaluate_saved(pred_dir: str | Path, gt_dir: str | Path, *, num_classes: int
 
     from ..data.datasets import read_mask
     from ..data.split import pair_folders
-    from ..infer.image_io import load_image
+    from ..image_io import load_image
 
     pairing = pair_folders(pred_dir, gt_dir)
     if pairing.unpaired_masks or pairing.ambiguous:

@@ -16,8 +16,8 @@ __all__ = ["quantize_onnx", "default_calibration", "calibration_inputs", "fideli
 
 def calibration_inputs(images: Iterable, preprocessing=None) -> list[np.ndarray]:
     """Pre-process calibration images (paths, arrays, PIL) exactly as inference will."""
-    from ..infer.image_io import load_image
-    from ..infer.predictor import Preprocessing
+    from ..image_io import load_image
+    from ..preprocessing import Preprocessing
 
     preprocessing = preprocessing or Preprocessing()
     return [preprocessing(load_image(image)) for image in images]

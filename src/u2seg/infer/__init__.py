@@ -1,4 +1,5 @@
-"""Inference: image I/O, the Predictor, backends and post-processing.
+"""Inference: the Predictor, the streaming engine every front end runs through, backends,
+refinement and the user options.
 
 Names load on first use, so that light submodules (the CLI's option lists) don't pull in torch.
 """
@@ -10,12 +11,14 @@ from .._lazy import lazy_exports
 
 _LAZY = {
     "Plan": "files", "Task": "files", "plan_outputs": "files",
-    "IMAGE_EXTENSIONS": "image_io", "OUTPUT_FORMATS": "image_io", "encode_image": "image_io",
-    "load_image": "image_io", "save_image": "image_io",
+    "IMAGE_EXTENSIONS": "u2seg.image_io", "OUTPUT_FORMATS": "u2seg.image_io", "encode_image": "u2seg.image_io",
+    "load_image": "u2seg.image_io", "save_image": "u2seg.image_io",
     "parse_color": "postprocess", "probability_to_mask": "postprocess",
     "RefineOptions": "refine", "refine_output": "refine",
-    "Predictor": "predictor", "Preprocessing": "predictor",
-    "FilesReport": "removal", "remove": "removal", "remove_files": "removal", "render": "removal",
+    "Predictor": "predictor", "Preprocessing": "u2seg.preprocessing", "TTA": "predictor",
+    "Engine": "engine", "Item": "engine", "Report": "engine", "run_job": "engine",
+    "RemovalJob": "removal", "remove": "removal", "remove_files": "removal", "render": "removal",
+    "get_predictor": "sessions",
 }
 
 __all__ = sorted(_LAZY)

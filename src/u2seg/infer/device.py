@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from .predictor import Preprocessing
+    from ..preprocessing import Preprocessing
 
 __all__ = ["DeviceArithmetic"]
 
@@ -36,12 +36,10 @@ class DeviceArithmetic:
         """An RGB(A) PIL image → ``uint8 C×H×W`` on the device."""
         import torch
 
-        pixels = torch.from_numpy(np.asarray(image))
+        pixels = torch.from_numpy(np.array(image))  # a writable copy, as torch wants
         if pixels.ndim == 2:
             pixels = pixels[..., None]
-        if self.device.type == "cuda":
-            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
-        return pixels.permute(2, 0, 1)
+        return pixels.to(self.device).permute(2, 0, 1)
 
     def prepare(self, pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
         """The network's input ``3×h×w`` float32, as ``Preprocessing.__call__`` makes it."""

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ImageReadError, U2SegError
 from ..fileio import write_bytes_atomic
-from .image_io import load_image
+from ..image_io import load_image
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .image_io import IMAGE_EXTENSIONS
+from ..image_io import IMAGE_EXTENSIONS
 
 __all__ = ["Task", "Plan", "plan_outputs", "plan_pairs", "find_images"]
 

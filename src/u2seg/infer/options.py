@@ -193,7 +193,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser, group: str | None = None)
 def refine_options_from_cli(args: argparse.Namespace) -> RefineOptions:
     """The RefineOptions that parsed CLI arguments describe (``--bg-image`` is loaded here);
     a bad value is a ValueError naming the field."""
-    from .image_io import load_image
+    from ..image_io import load_image
     from .refine import RefineOptions
 
     values: dict[str, Any] = {}

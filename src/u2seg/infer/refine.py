@@ -61,7 +61,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import U2SegError
-from .image_io import load_image
+from ..image_io import load_image
 from .postprocess import parse_color, to_uint8
 
 __all__ = [

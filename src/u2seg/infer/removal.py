@@ -13,7 +13,7 @@ from PIL import Image
 
 from .engine import Files, Item, Prediction, Report, run_job, run_one
 from .files import Task
-from .image_io import encode_image
+from ..image_io import encode_image
 from .predictor import ImageInput, Predictor
 from .refine import RefineOptions, finish_output, needs_host, refine_output
 from .sessions import get_predictor

@@ -36,8 +36,8 @@ from typing import IO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageReadError
-from ..fileio import write_bytes_atomic
+from .errors import ImageReadError
+from .fileio import write_bytes_atomic
 
 __all__ = [
     "IMAGE_EXTENSIONS",
