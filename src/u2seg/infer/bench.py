@@ -48,7 +48,8 @@ class FixedMapBackend:
 
 def generated_photos(folder: Path, count: int = 60, megapixels: float = 1.5, seed: int = 0) -> list[Path]:
     """``count`` photos (scikit-image's, resized) of ``megapixels`` on average, from a fifth of
-    that to 8 MP (4K), every third a PNG, the rest JPEG; written once into ``folder``."""
+    that to 8.3 MP (one in ten, the pixels of a 4K frame), every third a PNG, the rest JPEG;
+    written once into ``folder``."""
     from skimage import data
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,13 +63,18 @@ def generated_photos(folder: Path, count: int = 60, megapixels: float = 1.5, see
     # Sizes: log-uniform around the target, rescaled so the mean is the target, capped at 4K.
     areas = np.exp(rng.uniform(np.log(megapixels / 5), np.log(megapixels * 2.2), count))
     areas = np.minimum(areas * megapixels / areas.mean(), 8.3)
+    if count >= 10 and megapixels * count > 8.3 * 2:  # one in ten is a 4K frame; the rest keep the mean
+        big = np.arange(count) % 10 == 5
+        areas[big] = 8.3
+        areas[~big] *= (megapixels * count - 8.3 * big.sum()) / areas[~big].sum()
     files = []
     for i, area in enumerate(areas):
         source = sources[i % len(sources)]
         aspect = source.width / source.height
         height = int(round((area * 1e6 / aspect) ** 0.5))
-        width = min(3840, int(round(height * aspect)))
-        height = min(2160 if width >= height else 3840, height)
+        width = int(round(height * aspect))
+        if max(width, height) > 3840:  # 4K's long side at most
+            width, height = round(width * 3840 / max(width, height)), round(height * 3840 / max(width, height))
         path = folder / f"photo_{i:03d}_{width}x{height}.{'png' if i % 3 == 2 else 'jpg'}"
         if not path.exists():
             source.resize((width, height), Image.Resampling.BICUBIC).save(path, quality=90)
