@@ -41,7 +41,7 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     _add_engine_options(p)
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per network call (default 1)")
-    p.add_argument("--workers", type=int, metavar="N", help="threads that decode and encode files (default: cores, max 4)")
+    p.add_argument("--workers", type=int, metavar="N", help="threads for decoding, pre- and post-processing, encoding (default: one per core)")
     p.set_defaults(func=_cmd_remove)
 
 

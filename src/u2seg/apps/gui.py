@@ -50,6 +50,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..errors import U2SegError
+from ..infer.engine import Report
 from ..infer.files import Plan, plan_pairs
 from ..image_io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, load_image, save_image
 from ..infer.refine import RefineOptions, refine
@@ -229,10 +230,9 @@ class _Rendered:
     output_q: QImage
 
 
-@dataclass
-class SaveReport:
-    written: list[Path]
-    failed: list[str]  # one line each (conflicts, existing files, unreadable pictures)
+# What "save all" did: the engine's report (written files; one line per failure, planning problems
+# first: conflicts, existing files kept).
+SaveReport = Report
 
 
 # --------------------------------------------------------------------------- the window
@@ -708,7 +708,7 @@ class MainWindow(QMainWindow):
             from ..infer.engine import Item, run_job
             from ..infer.removal import RemovalJob
 
-            report = SaveReport([], list(problems))
+            report = SaveReport(failed=list(problems))
             items = [Item(task.source, str(task.source), task.output) for task in plan.tasks]
             if items:  # the engine: decoding, network and encoding overlap, in input order
                 done = run_job(self._predictor(model), items, RemovalJob(options, fmt), progress=False)
@@ -737,7 +737,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(text)
 
     def _save_all_failed(self, message: str, _context: Any) -> None:
-        self.last_save_report = SaveReport([], [message])
+        self.last_save_report = SaveReport(failed=[message])
         self.show_error(message)
 
     # ------------------------------------------------------------------ dialogs

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Item", "Result", "Report", "StageTimes", "Timer", "Prediction", "Job", "Files", "Engine",
            "run_job", "run_one", "STAGES", "default_workers"]
+
+log = logging.getLogger(__name__)
 
 #: The stages timed for every item, in pipeline order.
 STAGES = ("decode", "preprocess", "network", "postprocess", "refine", "encode", "write")
@@ -426,6 +429,8 @@ def _finish(predictor: Predictor, flight: _Flight, probs: Any) -> Result:
 
 
 def _failure(flight: _Flight, exc: BaseException) -> Result:
+    if not isinstance(exc, (U2SegError, OSError, ValueError)):  # not the input's fault: keep the trace
+        log.debug("%s failed", flight.item.name or "an item", exc_info=exc)
     return Result(flight.index, flight.item, None, (), _error_line(flight.item, exc), flight.timer.seconds, exc)
 
 
