@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     top = max(found, key=lambda k: found[k]["cancellation"])
     info = found[top]
     mods = dict(net.named_modules())
-    largest_bias = float(mods[top].bias.abs().max())
+    largest_bias = float(mods[top].bias.detach().abs().max())
     emit("mechanism", conv=top, sensitivity_rank=order_of(ranking, top), **info,
          bf16_step_at_input=_spacing(info["in_rms"], 7), fp16_step_at_input=_spacing(info["in_rms"], 10),
          largest_bias=round(largest_bias, 2), bf16_step_at_largest_bias=_spacing(largest_bias, 7),
