@@ -178,6 +178,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
+    import time
 
     from .infer.bench import FixedMapBackend, format_bench, generated_photos, process_start_time, run_bench
     from .infer.files import find_images
@@ -194,7 +195,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from .weights.cache import u2seg_home
 
         folder = args.photos_dir or u2seg_home() / "bench" / f"photos-{args.count}-{args.megapixels:g}mp"
+        making = time.time()
         inputs = generated_photos(folder, args.count, args.megapixels)
+        started += time.time() - making  # making the photos is not part of the figures
     predictor = _predictor(args, files=len(inputs), backend=FixedMapBackend() if args.no_network else None)
     result = run_bench(predictor, inputs, options=RefineOptions(only_mask=args.only_mask), fmt=args.format,
                        compression=args.compression, batch_size=args.batch_size, workers=args.workers,

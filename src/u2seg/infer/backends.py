@@ -157,10 +157,13 @@ class ExportedModel:
 
 
 def _int8_kind(calibration: list[np.ndarray] | None) -> str:
+    from ..export.quantize import needs_reduced_range
+
+    base = "int8r7" if needs_reduced_range() else "int8"  # 7-bit weights: another file
     if calibration is None:
-        return "int8"
+        return base
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(x, np.float32).tobytes() for x in calibration))
-    return f"int8-{digest.hexdigest()[:8]}"  # other calibration images, another file
+    return f"{base}-{digest.hexdigest()[:8]}"  # other calibration images, another file
 
 
 def _onnx_for(model: "nn.Module | ExportedModel", precision: str,

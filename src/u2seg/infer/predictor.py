@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..weights import load_network
-from .backends import Backend, ExportedModel, create_backend, resolve_backend
+from .backends import Backend, ExportedModel, _int8_kind, create_backend, resolve_backend
 from ..image_io import load_image
 from .postprocess import probability_to_mask
 from ..preprocessing import InputNorm, Preprocessing
@@ -78,7 +78,7 @@ def _cached_export(model: str | None, weights: str | Path | None, precision: str
     config = read_verified_config(path)
     if not config.get("sha256") or not config.get("num_classes") or (model and config.get("model") != model):
         return None, {}
-    kind = "int8" if precision == "int8" else "fp32"  # bf16 is a run-time hint on the fp32 graph
+    kind = _int8_kind(None) if precision == "int8" else "fp32"  # bf16 is a run-time hint on the fp32 graph
     onnx = export_path(config.get("model"), fingerprint(config["sha256"], config["num_classes"]), kind)
     return (ExportedModel(onnx, int(config["num_classes"])), config) if onnx.is_file() else (None, {})
 

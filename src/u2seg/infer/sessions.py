@@ -7,6 +7,7 @@ recently used are dropped beyond ``MAX_PREDICTORS``.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -33,7 +34,9 @@ def get_predictor(model: str | None = None, *, weights: str | Path | None = None
         from ..weights import fetch_weights
 
         weights, model = fetch_weights(model, offline=True), None  # a weights name, not an architecture
-    key = (model, None if weights is None else str(weights), tuple(sorted(settings.items())))
+    # Registry weights are looked up under $U2SEG_HOME: another home is another Predictor.
+    where = str(weights) if weights is not None else os.environ.get("U2SEG_HOME", "")
+    key = (model, where, tuple(sorted(settings.items())))
     try:
         hash(key)
     except TypeError:
