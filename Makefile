@@ -48,8 +48,14 @@ train-demo: setup
 	@echo "  best/                                                     weights: u2seg remove IMG -o OUT --weights $(RUN)/best"
 	@echo "  metrics.jsonl, metrics.csv, final_metrics.json            training logs"
 
+# One pytest process per test file. In one process that has run most of the suite (OpenVINO,
+# onnxruntime, torch in the engines' threads, Qt), a late test died with SIGSEGV and no Python
+# trace: at the first subprocess after test_models, or in test_trainer's data-loader forks
+# (2026-11-30; not pinned down: no single file or small group reproduces it). A file a process
+# costs ~2 minutes of start-ups in all; a failing file still lets the others run.
 test: setup browser
-	$(PY) -m pytest
+	@failed=""; for f in tests/test_*.py; do echo "== $$f"; $(PY) -m pytest -q $$f || failed="$$failed $$f"; done; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed" >&2; exit 1; fi
 
 lint: setup
 	$(PY) -m pip install --quiet ruff
