@@ -150,7 +150,7 @@ class Prediction:
         """The foreground probability at the image's size (timed as post-processing): a float32
         ``H×W`` array, or a device tensor when the Predictor keeps its arithmetic on the device."""
         with self.timer("postprocess"):
-            return self.predictor.postprocess(self.probs, self.image.size, prepared=self.prepared)
+            return self.predictor.postprocess(self.probs, self.image.size)
 
 
 class Job(Protocol):

@@ -180,7 +180,7 @@ class Predictor:
 
     def predict_many(self, images: Iterable[ImageInput]) -> list[np.ndarray]:
         """Like :meth:`predict` for several images, run through the network as one batch."""
-        return self._per_image(images, self.postprocess)  # host arrays: _per_image copies them out
+        return self._per_image(images, self.foreground)
 
     def predict_classes(self, image: ImageInput) -> np.ndarray:
         """Class indices, ``uint8 H×W`` at the image's size: the argmax of the class
@@ -189,7 +189,7 @@ class Predictor:
         return self.predict_classes_many([image])[0]
 
     def predict_classes_many(self, images: Iterable[ImageInput]) -> list[np.ndarray]:
-        return self._per_image(images, _class_map)
+        return self._per_image(images, self.class_map)
 
     def _per_image(self, images: Iterable[ImageInput], finish) -> list[np.ndarray]:
         """Load the images, run them as one batch, and ``finish(probs, (width, height))`` each."""
@@ -197,7 +197,7 @@ class Predictor:
         if not loaded:
             return []
         probs = self.infer([self.prepare(im) for im in loaded])
-        return [finish(self.to_host(p), im.size) for p, im in zip(probs, loaded)]
+        return [finish(p, im.size) for p, im in zip(probs, loaded)]
 
     # ------------------------------------------------------------------ the engine's stages
     def prepare(self, image: Image.Image) -> Prepared:
@@ -245,7 +245,7 @@ class Predictor:
         averaged over the test-time augmentations when ``tta`` is set."""
         return np.stack([self.to_host(p) for p in self.infer([self.prepare(im) for im in images])])
 
-    def postprocess(self, probs, size: tuple[int, int], *, prepared: Prepared | None = None):
+    def postprocess(self, probs, size: tuple[int, int]):
         """``K×h×w`` network probabilities → foreground ``H×W`` at ``size`` (width, height).
         A device tensor in gives a device tensor out (see :attr:`device_arithmetic`)."""
         if self.device_arithmetic is not None and not isinstance(probs, np.ndarray):
