@@ -23,6 +23,7 @@ with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 and warns about 
     warnings.filterwarnings("ignore", message=".*httpx2")
     from fastapi.testclient import TestClient  # noqa: E402
 
+from http_helpers import assert_error  # noqa: E402
 from u2seg.apps.server import create_app  # noqa: E402
 from u2seg.errors import WeightsError  # noqa: E402
 
@@ -81,15 +82,6 @@ def _image(response) -> Image.Image:
     im = Image.open(io.BytesIO(response.content))
     im.load()
     return im
-
-
-def _assert_error(response, status: int, *words: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    detail = response.json()["detail"]
-    assert isinstance(detail, str) and "\n" not in detail
-    for word in words:
-        assert word in detail, detail
 
 
 # --------------------------------------------------------------------------- 200
@@ -168,24 +160,24 @@ def test_alpha_matting_and_post_processing(client, coffee):
 
 
 def test_undecodable_image_is_400(client):
-    _assert_error(_post_raw(client, b"not an image at all", content_type="image/png"), 400, "not an image")
-    _assert_error(_post_file(client, b"\x89PNG\r\n\x1a\n truncated", content_type="image/png",
+    assert_error(_post_raw(client, b"not an image at all", content_type="image/png"), 400, "not an image")
+    assert_error(_post_file(client, b"\x89PNG\r\n\x1a\n truncated", content_type="image/png",
                              filename="C:\\photos\\holiday.png"), 400, "holiday.png")
-    _assert_error(_post_raw(client, b""), 400, "empty")
+    assert_error(_post_raw(client, b""), 400, "empty")
 
 
 def test_malformed_multipart_is_400(client):
     r = client.post("/api/remove", content=b"--xyz\r\nno headers here",
                     headers={"Content-Type": "multipart/form-data; boundary=xyz"})
     assert r.status_code in (400, 422), r.text
-    _assert_error(client.post("/api/remove", content=b"x", headers={"Content-Type": "multipart/form-data"}),
+    assert_error(client.post("/api/remove", content=b"x", headers={"Content-Type": "multipart/form-data"}),
                   400, "boundary")
 
 
 def test_too_many_bytes_is_413_by_content_length(make_client, coffee_jpeg):
     client = make_client(max_upload_bytes=10_000)
-    _assert_error(_post_raw(client, coffee_jpeg), 413, "limit")
-    _assert_error(_post_file(client, coffee_jpeg * 10), 413, "limit")  # over the multipart allowance too
+    assert_error(_post_raw(client, coffee_jpeg), 413, "limit")
+    assert_error(_post_file(client, coffee_jpeg * 10), 413, "limit")  # over the multipart allowance too
 
 
 def test_too_many_bytes_is_413_while_reading_a_chunked_body(make_client, coffee_jpeg):
@@ -198,15 +190,15 @@ def test_too_many_bytes_is_413_while_reading_a_chunked_body(make_client, coffee_
 
     r = client.post("/api/remove", content=chunks(), headers={"Content-Type": "image/jpeg"})
     assert "content-length" not in {k.lower() for k in r.request.headers}
-    _assert_error(r, 413, "limit")
+    assert_error(r, 413, "limit")
     # A multipart file part over the limit inside a body within the multipart allowance.
     r = _post_file(client, coffee_jpeg[:30_000])
-    _assert_error(r, 413, "limit")
+    assert_error(r, 413, "limit")
 
 
 def test_too_many_pixels_is_413(make_client, coffee_jpeg):
     client = make_client(max_pixels=200_000)  # coffee is 600×400 = 240,000
-    _assert_error(_post_file(client, coffee_jpeg), 413, "240,000 pixels")
+    assert_error(_post_file(client, coffee_jpeg), 413, "240,000 pixels")
 
 
 def test_huge_declared_size_is_413_before_decoding(client):
@@ -214,15 +206,15 @@ def test_huge_declared_size_is_413_before_decoding(client):
     bomb = io.BytesIO()
     Image.new("1", (8000, 8000)).save(bomb, "PNG")
     assert len(bomb.getvalue()) < 100_000
-    _assert_error(_post_raw(client, bomb.getvalue(), content_type="image/png"), 413, "pixels")
+    assert_error(_post_raw(client, bomb.getvalue(), content_type="image/png"), 413, "pixels")
 
 
 def test_wrong_content_type_is_415(client, coffee_jpeg):
-    _assert_error(_post_raw(client, b"hello", content_type="text/plain"), 415, "text/plain")
-    _assert_error(client.post("/api/remove", json={"file": "x"}), 415, "application/json")
-    _assert_error(_post_file(client, b"hello", content_type="text/plain", filename="a.txt"), 415, "text/plain")
+    assert_error(_post_raw(client, b"hello", content_type="text/plain"), 415, "text/plain")
+    assert_error(client.post("/api/remove", json={"file": "x"}), 415, "application/json")
+    assert_error(_post_file(client, b"hello", content_type="text/plain", filename="a.txt"), 415, "text/plain")
     # A form without an image part.
-    _assert_error(client.post("/api/remove", data={"only_mask": "1"}), 415)
+    assert_error(client.post("/api/remove", data={"only_mask": "1"}), 415)
 
 
 @pytest.mark.parametrize(("params", "words"), [
@@ -242,11 +234,11 @@ def test_wrong_content_type_is_415(client, coffee_jpeg):
     ({"only_mask": "1", "bgcolor": "0,0,0"}, ["only_mask", "bgcolor"]),
 ])
 def test_invalid_parameters_are_422(client, coffee_jpeg, params, words):
-    _assert_error(_post_file(client, coffee_jpeg, params=params), 422, *words)
+    assert_error(_post_file(client, coffee_jpeg, params=params), 422, *words)
 
 
 def test_invalid_form_field_is_422(client, coffee_jpeg):
-    _assert_error(_post_file(client, coffee_jpeg, fields={"threshold": "-0.1"}), 422, "threshold")
+    assert_error(_post_file(client, coffee_jpeg, fields={"threshold": "-0.1"}), 422, "threshold")
 
 
 def test_model_that_fails_to_load_is_503(make_client, coffee_jpeg):
@@ -254,7 +246,7 @@ def test_model_that_fails_to_load_is_503(make_client, coffee_jpeg):
         raise WeightsError(f"pretrained weights {name!r} are corrupt")
 
     client = make_client(predictor_factory=broken)
-    _assert_error(_post_file(client, coffee_jpeg), 503, "unavailable", "corrupt")
+    assert_error(_post_file(client, coffee_jpeg), 503, "unavailable", "corrupt")
 
 
 # --------------------------------------------------------------------------- other endpoints
@@ -383,7 +375,7 @@ def test_full_queue_answers_503(make_client, predictor, coffee_jpeg):
         busy = _post_file(client, coffee_jpeg)
         release.set()
         assert first.result(30).status_code == 200
-    _assert_error(busy, 503, "busy")
+    assert_error(busy, 503, "busy")
     assert busy.headers["retry-after"] == "1"
 
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ from PIL import Image
 sync_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
+from http_helpers import serve_app  # noqa: E402
 from u2seg.apps.server import create_app  # noqa: E402
 
 CHROMIUM = os.environ.get("U2SEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -34,25 +32,8 @@ assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: apt-get install chr
 
 @pytest.fixture
 def server_url(use_pretrained_home, predictor):
-    """uvicorn serving create_app() on a free loopback port, in a thread; stopped afterwards."""
-    app = create_app(predictor_factory=lambda name: predictor)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve_app(create_app(predictor_factory=lambda name: predictor)) as url:
+        yield url
 
 
 def test_page_flow(server_url, tmp_path, coffee):
@@ -118,3 +99,43 @@ def test_page_flow(server_url, tmp_path, coffee):
     assert problems == []
     with Image.open(SCREENSHOT) as shot:
         assert shot.width >= 1360
+
+
+def test_page_asks_for_a_key_when_the_server_needs_one(use_pretrained_home, predictor, tmp_path, coffee):
+    from u2seg.apps.keys import create_key
+
+    keys = tmp_path / "keys.jsonl"
+    key = create_key(keys, "browser")
+    photo = tmp_path / "coffee.jpg"
+    Image.fromarray(coffee).save(photo, "JPEG", quality=92)
+    problems: list[str] = []
+    app = create_app(predictor_factory=lambda name: predictor, api_keys=keys)
+    with serve_app(app) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(url + "/")
+            page.wait_for_selector("#key-form", state="visible")
+            assert "API key" in page.inner_text("#status")
+
+            page.fill("#api-key", "u2s_wrong")
+            page.click("#key-submit")
+            page.wait_for_function("() => document.getElementById('key-error').textContent.includes('refused')")
+            assert page.is_visible("#key-form")
+
+            page.fill("#api-key", key)
+            page.click("#key-submit")
+            page.wait_for_function("() => document.getElementById('model-info').textContent.includes('u2netp')")
+            assert not page.is_visible("#key-form")
+            page.set_input_files("#file-input", str(photo))
+            page.wait_for_function("() => document.body.dataset.state === 'done'")
+            assert "Done" in page.inner_text("#status")
+            # The key went in a header, never in a URL; a reload of the tab keeps it (this tab only).
+            assert key not in page.url
+            page.reload()
+            page.wait_for_function("() => document.getElementById('model-info').textContent.includes('u2netp')")
+        finally:
+            browser.close()
+    assert problems == []

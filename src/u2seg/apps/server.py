@@ -36,6 +36,8 @@ wins). The names are rembg's long names, and rembg's HTTP short names are accept
 """
 
 import asyncio
+import contextvars
+import functools
 import io
 import ipaddress
 import logging
@@ -54,6 +56,10 @@ if TYPE_CHECKING:  # heavy imports stay lazy: `import u2seg.apps.server` must be
 
     from ..infer.predictor import Predictor
 
+from .http_errors import ApiError, one_line
+from .uploads import DEFAULT_UPLOAD_TIMEOUT, is_image_type, read_upload
+from .url_input import DEFAULT_URL_TIMEOUT, UrlGuard, fetch_url
+
 __all__ = ["create_app", "serve", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_PIXELS", "RemoveParams",
            "parse_remove_params"]
 
@@ -63,25 +69,11 @@ DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024   # an encoded image
 DEFAULT_MAX_PIXELS = 36_000_000                # 36 MP: 6000×6000, any current camera
 DEFAULT_MAX_QUEUE = 32                         # requests waiting for a worker
 DEFAULT_BATCH_WAIT_MS = 10.0                   # how long the network waits for concurrent requests
-MULTIPART_OVERHEAD = 64 * 1024                 # boundaries, part headers and option fields
-MAX_FIELD_BYTES = 1024                         # one option value
-MAX_PARTS = 32
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-RAW_TYPES = ("application/octet-stream",)      # accepted besides image/*: "some file", browsers' default
 
 # The web page loads nothing but its own files.
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
             "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
-
-
-class ApiError(Exception):
-    """An error answered as ``{"detail": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
 
 
 # --------------------------------------------------------------------------- parameters
@@ -108,164 +100,6 @@ def parse_remove_params(values: Mapping[str, str]) -> RemoveParams:
     except OptionError as exc:
         raise ApiError(422, str(exc)) from None
     return RemoveParams(model=model, format=fmt, only_mask=refine.only_mask, refine=refine)
-
-
-# --------------------------------------------------------------------------- request bodies
-
-def _media_type(header: str) -> tuple[str, dict[str, str]]:
-    from python_multipart.multipart import parse_options_header
-
-    mime, params = parse_options_header(header)
-    return (mime.decode("latin-1").strip().lower(),
-            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in params.items()})
-
-
-def _is_image_type(mime: str) -> bool:
-    return mime.startswith("image/") or mime in RAW_TYPES
-
-
-class _Multipart:
-    """python-multipart callbacks that keep every part in memory, within limits."""
-
-    def __init__(self, max_file_bytes: int) -> None:
-        self.max_file_bytes = max_file_bytes
-        self.fields: dict[str, str] = {}
-        self.file: bytes | None = None
-        self.file_type: str | None = None
-        self.filename: str | None = None
-        self.parts = 0
-        self._headers: dict[str, str] = {}
-        self._field = b""
-        self._value = b""
-        self._name = ""
-        self._is_file = False
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def callbacks(self) -> dict[str, Callable[..., None]]:
-        return {"on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
-                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
-                "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
-                "on_part_end": self.on_part_end}
-
-    def on_part_begin(self) -> None:
-        self.parts += 1
-        if self.parts > MAX_PARTS:
-            raise ApiError(400, f"too many multipart parts (at most {MAX_PARTS})")
-        self._headers, self._chunks, self._size = {}, [], 0
-        self._field = self._value = b""
-
-    def on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._field += data[start:end]
-
-    def on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
-
-    def on_header_end(self) -> None:
-        self._headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("latin-1")
-        self._field = self._value = b""
-
-    def on_headers_finished(self) -> None:
-        disposition, options = _media_type(self._headers.get("content-disposition", ""))
-        if disposition != "form-data" or "name" not in options:
-            raise ApiError(400, "malformed multipart part: no 'Content-Disposition: form-data; name=...'")
-        self._name = options["name"]
-        self._is_file = self._name == "file" or "filename" in options
-        if self._is_file:
-            if self._name != "file":
-                raise ApiError(422, f"unexpected file field {self._name!r}; send the image as field 'file'")
-            if self.file is not None:
-                raise ApiError(422, "send one image per request (field 'file' given twice)")
-            mime = _media_type(self._headers.get("content-type", "application/octet-stream"))[0]
-            if not _is_image_type(mime):
-                raise ApiError(415, f"field 'file' has content type {mime!r}; send an image (image/*)")
-            self.file_type = mime
-            self.filename = options.get("filename") or None
-
-    def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        self._size += end - start
-        limit = self.max_file_bytes if self._is_file else MAX_FIELD_BYTES
-        if self._size > limit:
-            if self._is_file:
-                raise ApiError(413, f"image is larger than the limit of {_human_bytes(limit)}")
-            raise ApiError(422, f"form field {self._name!r} is longer than {limit} bytes")
-        self._chunks.append(bytes(data[start:end]))
-
-    def on_part_end(self) -> None:
-        data = b"".join(self._chunks)
-        self._chunks = []
-        if self._is_file:
-            self.file = data
-        else:
-            try:
-                value = data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ApiError(422, f"form field {self._name!r} is not UTF-8 text") from None
-            if self._name in self.fields and self.fields[self._name] != value:
-                raise ApiError(422, f"form field {self._name!r} given twice")
-            self.fields[self._name] = value
-
-
-async def _read_upload(request: Any, max_bytes: int) -> tuple[bytes, dict[str, str], str | None]:
-    """The image's bytes, the form fields (empty for a raw body) and the upload's file name (multipart
-    only), read within the limits."""
-    from python_multipart.exceptions import FormParserError
-    from python_multipart.multipart import MultipartParser
-
-    header = request.headers.get("content-type", "")
-    mime, options = _media_type(header)
-    multipart = mime == "multipart/form-data"
-    if not multipart and not _is_image_type(mime):
-        shown = mime or "none"
-        raise ApiError(415, f"unsupported content type {shown!r}; send an image as multipart field 'file' "
-                            f"or as the raw body with Content-Type image/*")
-    limit = max_bytes + MULTIPART_OVERHEAD if multipart else max_bytes
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            raise ApiError(400, f"invalid Content-Length {length!r}") from None
-        if declared > limit:
-            raise ApiError(413, f"request body of {_human_bytes(declared)} is larger than the limit of "
-                                f"{_human_bytes(max_bytes)}")
-
-    if multipart:
-        boundary = options.get("boundary")
-        if not boundary:
-            raise ApiError(400, "multipart/form-data without a boundary")
-        form = _Multipart(max_bytes)
-        parser = MultipartParser(boundary.encode("latin-1"), form.callbacks())  # type: ignore[arg-type]
-        try:
-            async for chunk in _limited_stream(request, limit, f"request body is larger than the limit of "
-                                                               f"{_human_bytes(max_bytes)}"):
-                parser.write(chunk)
-            parser.finalize()
-        except FormParserError as exc:
-            raise ApiError(400, f"malformed multipart body ({_one_line(str(exc))})") from None
-        if form.file is None:
-            raise ApiError(422, "no image: send it as multipart field 'file'")
-        return form.file, form.fields, form.filename
-
-    chunks = [chunk async for chunk in _limited_stream(
-        request, limit, f"image is larger than the limit of {_human_bytes(max_bytes)}")]
-    return b"".join(chunks), {}, None
-
-
-async def _limited_stream(request, limit: int, too_large: str):
-    """The request body's chunks, counted as they arrive: 413 past ``limit`` bytes (whatever
-    Content-Length said), 400 when the client goes away."""
-    from starlette.requests import ClientDisconnect
-
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise ApiError(413, too_large)
-            yield chunk
-    except ClientDisconnect:
-        raise ApiError(400, "client disconnected") from None
 
 
 # --------------------------------------------------------------------------- the service
@@ -318,6 +152,11 @@ class _Service:
         self.running = 0   # touched under self.lock
         self.peak_running = 0
         self.served = 0
+        self.metrics: Any = None   # u2seg.apps.observability.Metrics, set by create_app
+
+    def waiting(self) -> int:
+        """Requests admitted but not yet running (uploads being read included)."""
+        return max(self.in_flight - self.running, 0)
 
     # models ---------------------------------------------------------------
     def available(self) -> list[str]:
@@ -378,18 +217,20 @@ class _Service:
             try:
                 engine = self.engine(model)
             except WeightsError as exc:
-                raise ApiError(503, f"model {model!r} is unavailable: {_one_line(str(exc))}") from None
+                raise ApiError(503, f"model {model!r} is unavailable: {one_line(str(exc))}") from None
             job = RemovalJob(params.refine, params.format, max_pixels=self.max_pixels)
             result = engine.submit(Item(data, label), job).result()
             exc = result.exception
             if exc is None:
+                if self.metrics is not None:
+                    self.metrics.image_done(model)
                 return result.value
             if isinstance(exc, ImageReadError):
                 raise ApiError(400, str(exc))
             if isinstance(exc, PixelLimitError):
                 raise ApiError(413, str(exc))
             if isinstance(exc, ValueError):  # WebP's 16383 px limit
-                raise ApiError(422, _one_line(str(exc)))
+                raise ApiError(422, one_line(str(exc)))
             raise exc
         finally:
             with self.lock:
@@ -419,7 +260,10 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_queue: int = DEFAULT_MAX_QUEUE, models: Sequence[str] | None = None,
                default_model: str = "u2netp", max_batch: int | None = None,
-               batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS) -> "FastAPI":
+               batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS, api_keys: str | Path | None = None,
+               key_requests_per_minute: int | None = None, key_concurrent: int | None = None,
+               url_guard: UrlGuard | None = None, url_timeout: float = DEFAULT_URL_TIMEOUT,
+               upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT) -> "FastAPI":
     """The ASGI application.
 
     Args:
@@ -433,6 +277,12 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
         default_model: used when a request names none (falls back to the first available).
         max_batch: most images per network call, gathered from concurrent requests (default
             ``max_workers``); ``batch_wait_ms``: how long the network waits for them.
+        api_keys: a keys file (:mod:`u2seg.apps.keys`): every endpoint but ``/healthz`` and the
+            page's files then needs a key; ``key_requests_per_minute`` and ``key_concurrent`` are
+            the limits of keys that set none (``None``: no limit).
+        url_guard: which addresses ``url`` inputs may come from (default: public ones only);
+            ``url_timeout``: seconds for a whole fetch.
+        upload_timeout: seconds for a whole request body (408 past it).
     """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -443,6 +293,9 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
     from .. import __version__
     from ..errors import ImageReadError
     from ..infer.options import http_parameters
+    from .front_door import install_front_door
+    from .keys import KeyStore, Limiter
+    from .observability import Metrics
 
     if max_workers < 1:
         raise ValueError(f"max_workers must be at least 1, got {max_workers}")
@@ -453,6 +306,11 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
     service = _Service(predictor_factory or _default_factory, max_workers=max_workers, max_queue=max_queue,
                        max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, models=models,
                        default_model=default_model, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+    keys = KeyStore(api_keys) if api_keys is not None else None
+    limiter = Limiter(key_requests_per_minute, key_concurrent)
+    metrics = Metrics(waiting=service.waiting, running=lambda: service.running)
+    service.metrics = metrics
+    guard = url_guard or UrlGuard()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -465,6 +323,7 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
                     "and never stored.",
     )
     app.state.service = service
+    app.state.keys = keys
 
     def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"detail": message}, status_code=status, headers=dict(headers or {}))
@@ -487,19 +346,14 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
         log.exception("error while handling %s %s", request.method, request.url.path)
         return error(500, "internal server error")
 
-    @app.middleware("http")
-    async def _security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if request.url.path.startswith("/api/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    install_front_door(app, keys=keys, limiter=limiter, metrics=metrics)
 
     # -------------------------------------------------------------- API
     remove_responses: dict[int | str, dict[str, Any]] = {
         200: {"content": {"image/png": {}, "image/webp": {}}, "description": "The cutout or the mask."},
         400: {"description": "Undecodable image or malformed request."},
         413: {"description": "Too many bytes or too many pixels."},
+        408: {"description": "The request body took too long."},
         415: {"description": "Not an image content type."},
         422: {"description": "Invalid parameter."},
         503: {"description": "Busy (queue full) or model unavailable."},
@@ -508,32 +362,34 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
                                                 "description": "The image (any format Pillow or OpenCV reads)."}}
     parameters = http_parameters()  # (name, type, description), from the option table
     form_properties.update({name: {"type": typ, "description": desc} for name, typ, desc in parameters})
+    form_properties["url"] = {"type": "string", "description": "http(s) address of the image, instead of 'file'"}
     remove_openapi = {
         "parameters": [{"name": name, "in": "query", "required": False, "schema": {"type": typ},
                         "description": desc} for name, typ, desc in parameters],
         "requestBody": {"required": True, "content": {
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+            "multipart/form-data": {"schema": {"type": "object",
                                                "properties": form_properties}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         }},
     }
 
-    @app.post("/api/remove", summary="Remove the background of an image", response_class=Response,
-              responses=remove_responses, openapi_extra=remove_openapi)
-    async def remove_background(request: Request) -> Response:
-        """Send the image as multipart field ``file`` or as the raw body (``Content-Type: image/*``);
-        get back a PNG or WebP: an RGBA cutout, or the mask with ``only_mask``."""
-        started = time.perf_counter()
+    def query_of(request: Request) -> dict[str, str]:
         query = dict(request.query_params)
         if len(query) != len(request.query_params.multi_items()):
             raise ApiError(422, "a query parameter is given twice")
+        return query
+
+    async def answer(request: Request, read: Callable[[], Any]) -> Response:
+        """Admit the request, get the image and its options from ``read()`` (an awaitable of
+        ``(data, options, label)``), run it and answer the cutout."""
+        started = time.perf_counter()
         # Counted from the start, upload included: at most workers + queue bodies are in memory.
         if service.in_flight >= service.max_workers + service.max_queue:
             raise ApiError(503, "the server is busy; try again shortly", {"Retry-After": "1"})
         service.in_flight += 1
         try:
-            data, fields, filename = await _read_upload(request, service.max_upload_bytes)
-            params = parse_remove_params({**query, **fields})
+            data, options, label = await read()
+            params = parse_remove_params(options)
             available = service.available()
             model = params.model or service.default(available)
             if model is None:
@@ -544,8 +400,9 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
                 raise ApiError(400, "empty image")
             service.check_header(data)
             loop = asyncio.get_running_loop()
-            body = await loop.run_in_executor(service.executor, service.process, data, params, model,
-                                              _label(filename))
+            # The request's context (its id) goes with it into the worker thread's log lines.
+            run = functools.partial(contextvars.copy_context().run, service.process, data, params, model, label)
+            body = await loop.run_in_executor(service.executor, run)
         except ImageReadError as exc:
             raise ApiError(400, str(exc)) from None
         finally:
@@ -553,6 +410,65 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
         media = "image/webp" if params.format == "webp" else "image/png"
         headers = {"X-Model": model, "X-Process-Time": f"{time.perf_counter() - started:.3f}"}
         return Response(body, media_type=media, headers=headers)
+
+    async def fetch(url: str) -> bytes:
+        """The image at ``url``, behind the address guard, in a thread (blocking sockets)."""
+        loop = asyncio.get_running_loop()
+        run = functools.partial(contextvars.copy_context().run, fetch_url, url, guard=guard,
+                                max_bytes=service.max_upload_bytes, timeout=url_timeout)
+        data, mime = await loop.run_in_executor(None, run)
+        if mime and not is_image_type(mime):
+            raise ApiError(415, f"url gives {mime!r}, not an image")
+        return data
+
+    @app.post("/api/remove", summary="Remove the background of an image", response_class=Response,
+              responses=remove_responses, openapi_extra=remove_openapi)
+    async def remove_background(request: Request) -> Response:
+        """Send the image as multipart field ``file`` or as the raw body (``Content-Type: image/*``),
+        or its address as form field ``url``; get back a PNG or WebP: an RGBA cutout, or the mask
+        with ``only_mask``."""
+        query = query_of(request)
+
+        async def read() -> tuple[bytes, dict[str, str], str]:
+            data, fields, filename = await read_upload(request, service.max_upload_bytes, timeout=upload_timeout)
+            options = {**query, **fields}
+            url = options.pop("url", None)
+            if data is not None and url is not None:
+                raise ApiError(422, "send either an image (field 'file') or 'url', not both")
+            if data is None:
+                if url is None:
+                    raise ApiError(422, "no image: send it as multipart field 'file', or its address as 'url'")
+                return await fetch(url), options, "url"
+            return data, options, _label(filename)
+
+        return await answer(request, read)
+
+    @app.get("/api/remove", summary="Remove the background of the image at a URL", response_class=Response,
+             responses={**remove_responses, 403: {"description": "The URL's host is at a non-public address."},
+                        502: {"description": "The URL could not be fetched."},
+                        504: {"description": "Fetching the URL took too long."}},
+             openapi_extra={"parameters": [{"name": "url", "in": "query", "required": True,
+                                            "schema": {"type": "string"},
+                                            "description": "http(s) address of the image"}]
+                            + remove_openapi["parameters"]})
+    async def remove_by_url(request: Request) -> Response:
+        """``GET /api/remove?url=https://...``: the image is fetched by the server (public addresses
+        only, unless the server allows more), with the same options as ``POST``."""
+        query = query_of(request)
+
+        async def read() -> tuple[bytes, dict[str, str], str]:
+            url = query.pop("url", None)
+            if not url:
+                raise ApiError(422, "give the image's address as query parameter 'url' (or POST the image)")
+            return await fetch(url), query, "url"
+
+        return await answer(request, read)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type.split(";")[0],
+                        headers={"Content-Type": content_type})
 
     @app.get("/api/models", summary="Models with weights available")
     async def api_models() -> dict[str, Any]:
@@ -588,7 +504,7 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
             loaded, running, served = sorted(service.predictors), service.running, service.served
             peak = service.peak_running
         return {"status": "ok", "version": __version__, "models_loaded": loaded, "workers": service.max_workers,
-                "running": running, "peak_running": peak, "waiting": max(service.in_flight - running, 0),
+                "running": running, "peak_running": peak, "waiting": service.waiting(),
                 "served": served}
 
     # -------------------------------------------------------------- the web page
@@ -611,18 +527,6 @@ def _label(filename: str | None) -> str:
     return name or "upload"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _human_bytes(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} bytes"
-
-
 def is_loopback(host: str) -> bool:
     if host.strip("[]").lower() == "localhost":
         return True
@@ -632,25 +536,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(host: str = "127.0.0.1", port: int = 7000, *, log_level: str = "info", fetch_default: bool = True,
-          preload: bool = True, **app_options: Any) -> None:
+def serve(host: str = "127.0.0.1", port: int = 7000, *, log_level: str = "info", log_format: str = "text",
+          fetch_default: bool = True, preload: bool = True, **app_options: Any) -> None:
     """Run the service with uvicorn until interrupted (Ctrl-C).
 
-    Binds to ``127.0.0.1`` unless told otherwise; the service has no authentication, so binding to
-    another address is logged as a warning. With ``fetch_default`` and the default factory, the
-    default model's weights are fetched at start-up when missing (never from a request); with
-    ``preload`` the default model is loaded before the first request instead of on it (other
-    models load on first use). ``app_options`` go to :func:`create_app`.
+    Binds to ``127.0.0.1`` unless told otherwise; binding to another address without
+    ``api_keys`` is logged as a warning (anyone who can reach it can use it). With
+    ``fetch_default`` and the default factory, the default model's weights are fetched at start-up
+    when missing (never from a request); with ``preload`` the default model is loaded before the
+    first request instead of on it (other models load on first use). Log lines are text or JSON
+    (``log_format``), each with its request id; the access log is ours (uvicorn's is off), so it
+    has the id too. ``app_options`` go to :func:`create_app`.
     """
     import uvicorn
 
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
-                        format="%(levelname)s:     %(message)s")
-    if not is_loopback(host):
-        log.warning("binding to %s: the service has no authentication; anyone who can reach this "
-                    "address can use it", host)
     from ..errors import WeightsError
+    from .observability import configure_logging
 
+    configure_logging(log_level, log_format)
+    if not is_loopback(host) and app_options.get("api_keys") is None:
+        log.warning("binding to %s without API keys: anyone who can reach this address can use the service; "
+                    "make keys with 'u2seg keys create NAME --file KEYS' and pass --api-keys KEYS", host)
     if fetch_default and app_options.get("predictor_factory") is None and app_options.get("models") is None:
         from ..weights import fetch_weights
 
@@ -669,12 +575,16 @@ def serve(host: str = "127.0.0.1", port: int = 7000, *, log_level: str = "info",
             except WeightsError as exc:
                 log.warning("%s", exc)
     shown = f"[{host}]" if ":" in host else host
-    log.info("u2seg web page: http://%s:%d/  (API docs: /docs)", shown, port)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+    keys = app.state.keys
+    log.info("u2seg web page: http://%s:%d/  (API docs: /docs; metrics: /metrics%s)", shown, port,
+             f"; API keys from {keys.path}" if keys is not None else "")
+    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, access_log=False,
+                log_config=None)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``u2seg serve [--host H] [--port P] [--workers N]`` (also ``python -m u2seg.apps.server``)."""
+    """``u2seg serve [--host H] [--port P] [--workers N] [--api-keys KEYS] ...`` (also
+    ``python -m u2seg.apps.server``)."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -691,11 +601,37 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="largest accepted upload in MiB (default %(default)s)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="largest accepted image, width × height (default %(default)s)")
+    parser.add_argument("--upload-timeout", type=float, default=DEFAULT_UPLOAD_TIMEOUT, metavar="S",
+                        help="seconds for a whole request body; slower clients get 408 (default %(default)s)")
+    access = parser.add_argument_group("access")
+    access.add_argument("--api-keys", metavar="KEYS",
+                        help="keys file (u2seg keys create NAME --file KEYS): every endpoint but /healthz and "
+                             "the page's files then needs 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+    access.add_argument("--key-rpm", type=int, metavar="N",
+                        help="requests per minute per key, for keys that set none (default: no limit)")
+    access.add_argument("--key-concurrency", type=int, metavar="N",
+                        help="requests at once per key, for keys that set none (default: no limit)")
+    access.add_argument("--allow-private-urls", nargs="*", metavar="CIDR",
+                        help="let 'url' inputs reach non-public addresses: all of them (no value) or these "
+                             "networks (e.g. 10.1.0.0/16); default: public addresses only")
+    access.add_argument("--url-timeout", type=float, default=DEFAULT_URL_TIMEOUT, metavar="S",
+                        help="seconds for fetching a 'url' input (default %(default)s)")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    parser.add_argument("--log-format", default="text", choices=("text", "json"),
+                        help="log lines as text or one JSON object each (default %(default)s)")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, log_level=args.log_level, max_workers=args.workers, max_batch=args.batch_size,
-          batch_wait_ms=args.batch_wait_ms,
-          max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels)
+    for name in ("key_rpm", "key_concurrency"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        guard = UrlGuard.from_option(args.allow_private_urls)
+    except ValueError as exc:
+        parser.error(str(exc))
+    serve(args.host, args.port, log_level=args.log_level, log_format=args.log_format, max_workers=args.workers,
+          max_batch=args.batch_size, batch_wait_ms=args.batch_wait_ms,
+          max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
+          upload_timeout=args.upload_timeout, api_keys=args.api_keys, key_requests_per_minute=args.key_rpm,
+          key_concurrent=args.key_concurrency, url_guard=guard, url_timeout=args.url_timeout)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,21 @@
     bgColor: $("bgcolor"), bgColorRadio: $("bg-color-radio"), crop: $("crop"), format: $("format"),
     download: $("download"), downloadMask: $("download-mask"), status: $("status"),
     original: $("original"), mask: $("mask"), cutout: $("cutout"),
+    keyForm: $("key-form"), key: $("api-key"), keyError: $("key-error"),
   };
+
+  // The API key, when the server asks for one: kept for this tab only (sessionStorage), sent as
+  // X-API-Key, never put in a URL.
+  const KEY_ITEM = "u2seg-api-key";
+  function apiHeaders() {
+    const key = sessionStorage.getItem(KEY_ITEM);
+    return key ? { "X-API-Key": key } : {};
+  }
+  function askForKey(message) {
+    els.keyForm.hidden = false;
+    els.keyError.textContent = message || "";
+    els.key.focus();
+  }
 
   const state = {
     file: null, originalUrl: null, maskUrl: null, cutoutUrl: null,
@@ -82,7 +96,8 @@
     const form = new FormData();
     form.append("file", state.file, state.file.name || "image");
     for (const [key, value] of Object.entries(options)) form.append(key, value);
-    const response = await fetch("/api/remove", { method: "POST", body: form, signal });
+    const response = await fetch("/api/remove", { method: "POST", body: form, signal, headers: apiHeaders() });
+    if (response.status === 401) askForKey("The key was refused.");
     if (!response.ok) {
       let detail = `${response.status} ${response.statusText}`;
       try {
@@ -234,25 +249,47 @@
   }
 
   // ------------------------------------------------------------------ models
-  fetch("/api/models")
-    .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`${r.status}`))))
-    .then((info) => {
-      state.limits = info.limits || null;
-      els.model.textContent = "";
-      for (const m of info.models) {
-        const option = document.createElement("option");
-        option.value = m.name;
-        option.textContent = m.input_size ? `${m.name} (${m.input_size[0]}×${m.input_size[1]})` : m.name;
-        option.selected = m.name === info.default;
-        els.model.append(option);
-      }
-      els.modelRow.hidden = info.models.length < 2;
-      if (!info.models.length) {
-        setStatus("No model weights on the server: run 'u2seg weights fetch u2netp' there.", true);
-      } else {
-        const chosen = info.models.find((m) => m.name === info.default) || info.models[0];
-        els.modelInfo.textContent = `model: ${chosen.name}`;
-      }
-    })
-    .catch(() => setStatus("Could not reach the server's /api/models.", true));
+  function loadModels() {
+    fetch("/api/models", { headers: apiHeaders() })
+      .then((r) => {
+        if (r.status === 401) {
+          const hadKey = Boolean(sessionStorage.getItem(KEY_ITEM));
+          askForKey(hadKey ? "The key was refused." : "");
+          setStatus("Enter an API key to use this server.", true);
+          return Promise.reject(new Error("401"));
+        }
+        return r.ok ? r.json() : Promise.reject(new Error(`${r.status}`));
+      })
+      .then((info) => {
+        els.keyForm.hidden = true;
+        if (document.body.dataset.state === "idle") setStatus("Choose an image to start.");
+        state.limits = info.limits || null;
+        els.model.textContent = "";
+        for (const m of info.models) {
+          const option = document.createElement("option");
+          option.value = m.name;
+          option.textContent = m.input_size ? `${m.name} (${m.input_size[0]}×${m.input_size[1]})` : m.name;
+          option.selected = m.name === info.default;
+          els.model.append(option);
+        }
+        els.modelRow.hidden = info.models.length < 2;
+        if (!info.models.length) {
+          setStatus("No model weights on the server: run 'u2seg weights fetch u2netp' there.", true);
+        } else {
+          const chosen = info.models.find((m) => m.name === info.default) || info.models[0];
+          els.modelInfo.textContent = `model: ${chosen.name}`;
+        }
+      })
+      .catch((err) => { if (err.message !== "401") setStatus("Could not reach the server's /api/models.", true); });
+  }
+  els.keyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = els.key.value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY_ITEM, key);
+    els.key.value = "";
+    loadModels();
+    if (state.file) schedule(0);
+  });
+  loadModels();
 })();
