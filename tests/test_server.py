@@ -213,8 +213,8 @@ def test_wrong_content_type_is_415(client, coffee_jpeg):
     assert_error(_post_raw(client, b"hello", content_type="text/plain"), 415, "text/plain")
     assert_error(client.post("/api/remove", json={"file": "x"}), 415, "application/json")
     assert_error(_post_file(client, b"hello", content_type="text/plain", filename="a.txt"), 415, "text/plain")
-    # A form without an image part.
-    assert_error(client.post("/api/remove", data={"only_mask": "1"}), 415)
+    # A url-encoded form carries options (and 'url'), not an image.
+    assert_error(client.post("/api/remove", data={"only_mask": "1"}), 422, "no image")
 
 
 @pytest.mark.parametrize(("params", "words"), [

@@ -1,8 +1,9 @@
-"""The HTTP service: ``POST /api/remove``, ``GET /api/models``, ``GET /healthz`` and a web page at ``/``.
+"""The HTTP service: ``POST /api/remove`` (an upload or a ``url``), ``GET /api/remove?url=``,
+``GET /api/models``, ``GET /healthz``, ``GET /metrics`` and a web page at ``/``.
 
     from u2seg.apps.server import create_app, serve
     serve()                                   # http://127.0.0.1:7000, one inference at a time
-    app = create_app(max_workers=2)           # an ASGI app for any server
+    app = create_app(max_workers=2, api_keys="keys.jsonl")   # an ASGI app for any server
 
 Design:
 
@@ -20,19 +21,21 @@ Design:
   clients connect: at most ``(max_workers + max_queue) × max_upload_bytes`` of request bodies, and
   decoded images for ``max_workers`` requests only. The network runs one call at a time (its
   thread), so no backend is ever called from two threads at once.
-* Uploads are read into memory, never onto disk (the multipart parser is our own, over
-  python-multipart's streaming parser, because Starlette's spools files over 1 MiB to a temporary
-  file). ``Content-Length`` is checked before reading and the bytes are counted while reading.
-* Errors are JSON ``{"detail": "..."}``: 400 undecodable image or malformed request, 413 too many
-  bytes or pixels, 415 not an image content type, 422 invalid parameter, 503 busy or model
-  unavailable.
+* Around every request, the front door (:mod:`.front_door`): request id, API key and per-key
+  limits (:mod:`.keys`), metrics and the access log (:mod:`.observability`).
+* Uploads are read into memory within size and time limits (:mod:`.uploads`); ``url`` inputs are
+  fetched behind an address guard (:mod:`.url_input`).
+* Errors are JSON ``{"detail": "..."}``: 400 undecodable image or malformed request, 401 no or
+  a wrong API key, 403 a url at a refused address, 408 a body too slow, 413 too many bytes or
+  pixels, 415 not an image content type, 422 invalid parameter, 429 over a key's limit, 502/504 a
+  url that cannot be fetched / took too long, 503 busy or model unavailable.
 
-Parameters of ``POST /api/remove`` come as query parameters or multipart form fields (a form field
-wins). The names are rembg's long names, and rembg's HTTP short names are accepted as aliases:
+Parameters of ``POST /api/remove`` come as query parameters or form fields (a form field wins).
+The names are rembg's long names, and rembg's HTTP short names are accepted as aliases:
 ``model``, ``only_mask`` (``om``), ``alpha_matting`` (``a``), ``alpha_matting_foreground_threshold``
 (``af``), ``alpha_matting_background_threshold`` (``ab``), ``alpha_matting_erode_size`` (``ae``),
 ``post_process_mask`` (``ppm``), ``bgcolor`` (``bgc``), plus ``threshold``, ``decontaminate``,
-``crop``, ``crop_margin`` and ``format``.
+``crop``, ``crop_margin``, ``format`` and ``url``.
 """
 
 import asyncio

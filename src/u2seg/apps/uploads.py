@@ -131,6 +131,8 @@ async def read_upload(request: Any, max_bytes: int, *, timeout: float = DEFAULT_
     header = request.headers.get("content-type", "")
     mime, options = media_type(header)
     multipart = mime == "multipart/form-data"
+    if mime == "application/x-www-form-urlencoded":  # options only (e.g. 'url'), no image
+        return None, await _read_urlencoded(request, timeout), None
     if not multipart and not is_image_type(mime):
         shown = mime or "none"
         raise ApiError(415, f"unsupported content type {shown!r}; send an image as multipart field 'file' "
@@ -164,6 +166,28 @@ async def read_upload(request: Any, max_bytes: int, *, timeout: float = DEFAULT_
     chunks = [chunk async for chunk in _limited_stream(
         request, limit, timeout, f"image is larger than the limit of {human_bytes(max_bytes)}")]
     return b"".join(chunks), {}, None
+
+
+async def _read_urlencoded(request: Any, timeout: float) -> dict[str, str]:
+    """The fields of an ``application/x-www-form-urlencoded`` body (options and ``url``)."""
+    import urllib.parse
+
+    body = b"".join([chunk async for chunk in _limited_stream(
+        request, MULTIPART_OVERHEAD, timeout, f"a form without an image is larger than "
+                                               f"{human_bytes(MULTIPART_OVERHEAD)}")])
+    try:
+        pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body),
+                                       max_num_fields=MAX_PARTS)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(400, f"malformed form body ({one_line(str(exc))})") from None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if len(value) > MAX_FIELD_BYTES:
+            raise ApiError(422, f"form field {name!r} is longer than {MAX_FIELD_BYTES} bytes")
+        if name in fields and fields[name] != value:
+            raise ApiError(422, f"form field {name!r} given twice")
+        fields[name] = value
+    return fields
 
 
 async def _limited_stream(request: Any, limit: int, timeout: float, too_large: str) -> AsyncIterator[bytes]:

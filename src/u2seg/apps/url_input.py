@@ -59,6 +59,8 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
 
 
 def _is_public(address: IPAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and (address.ipv4_mapped is not None or address in _NAT64):
+        return _is_public(_embedded_ipv4(address))  # type: ignore[arg-type]  # only the IPv4 inside counts
     embedded = _embedded_ipv4(address)
     if embedded is not None and not _is_public(embedded):
         return False
