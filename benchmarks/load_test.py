@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/load_test.py                      # starts a server, 4 clients × 40 requests
     .venv/bin/python benchmarks/load_test.py --clients 8 --requests 80 --workers 2
     .venv/bin/python benchmarks/load_test.py --url http://127.0.0.1:7000 --server-pid 12345
+    .venv/bin/python benchmarks/load_test.py --soak               # the soak: benchmarks/soak.py
 
 It starts ``python -m u2seg.apps.server`` on a free loopback port (unless ``--url`` is given), sends
 one warm-up request per photo (not counted), then ``--requests`` requests from ``--clients`` concurrent
@@ -129,11 +130,11 @@ def remove_request(photo: tuple[str, bytes, str], index: int, fmt: str) -> tuple
     return f"/api/remove?format={fmt}", data, {"Content-Type": ctype}
 
 
-def start_server(port: int, workers: int, log: Path) -> subprocess.Popen:
+def start_server(port: int, workers: int, log: Path, extra: list[str] | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     env.setdefault("U2SEG_OFFLINE", "1")  # the benchmark never downloads: the weights must be cached
     command = [sys.executable, "-m", "u2seg.apps.server", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(workers), "--log-level", "warning"]
+               "--workers", str(workers), "--log-level", "warning", *(extra or [])]
     return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
@@ -162,6 +163,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--soak" in argv:  # the soak has its own options: benchmarks/soak.py --help
+        import soak
+
+        argv.remove("--soak")
+        return soak.main(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="an already running server (loopback only); default: start one")
     parser.add_argument("--server-pid", type=int, help="with --url: the server's pid, for its memory")
