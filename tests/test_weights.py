@@ -161,6 +161,32 @@ def test_offline_with_empty_cache_is_one_clear_line(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_preinstalled_weights_are_found_outside_the_cache(tmp_path, monkeypatch, pretrained_home, capsys):
+    """$U2SEG_PRETRAINED (a container image's weights) is read before the cache, never written."""
+    import shutil
+
+    from u2seg.cli import main
+
+    shipped = tmp_path / "image" / "pretrained"
+    shutil.copytree(pretrained_home / "weights" / "u2netp", shipped / "u2netp")
+    os_mode = shipped.stat().st_mode
+    shipped.chmod(0o555)
+    cache = tmp_path / "empty-volume"
+    monkeypatch.setenv("U2SEG_HOME", str(cache))
+    monkeypatch.setenv("U2SEG_OFFLINE", "1")
+    monkeypatch.setenv("U2SEG_PRETRAINED", f"{tmp_path / 'nothing-here'}:{shipped}")
+    try:
+        assert fetch_weights("u2netp") == shipped / "u2netp"
+        image = tmp_path / "a.png"
+        from PIL import Image
+        Image.new("RGB", (16, 16), (200, 10, 10)).save(image)
+        assert main(["remove", str(image), "-o", str(tmp_path / "out")]) == 0
+        assert (tmp_path / "out" / "a.png").is_file()
+        assert not (cache / "weights").exists() and not (cache / "sources").exists()
+    finally:
+        shipped.chmod(os_mode)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

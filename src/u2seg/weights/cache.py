@@ -4,6 +4,8 @@ Layout::
 
     $U2SEG_HOME/sources/<file>          the file as fetched (e.g. u2netp.onnx), checked by sha256
     $U2SEG_HOME/weights/<name>/         model.safetensors + config.json, converted once
+    $U2SEG_PRETRAINED/<name>/           the same, read-only and looked at first (a container image
+                                        keeps its weights there, outside the cache volume)
 
 A second run reads the converted folder and needs no network. A cached file whose checksum no
 longer matches is never used: it is fetched again, or reported when that is impossible.
@@ -24,7 +26,7 @@ from .registry import PretrainedWeights, default_weights_for, get_weights
 if TYPE_CHECKING:  # torch loads only when a network is built
     from torch import nn
 
-__all__ = ["u2seg_home", "weights_dir", "is_offline", "fetch_weights", "resolve_pretrained", "resolve_weights",
+__all__ = ["u2seg_home", "pretrained_dirs", "weights_dir", "is_offline", "fetch_weights", "resolve_pretrained", "resolve_weights",
            "load_network"]
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,21 @@ def u2seg_home() -> Path:
     return Path(os.environ.get("U2SEG_HOME") or Path.home() / ".cache" / "u2seg").expanduser()
 
 
+def pretrained_dirs() -> list[Path]:
+    """Read-only folders of converted weights (``$U2SEG_PRETRAINED``, ``os.pathsep``-separated),
+    looked at before the cache."""
+    value = os.environ.get("U2SEG_PRETRAINED", "")
+    return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
+
+
 def weights_dir(name: str) -> Path:
+    """The folder of converted weights ``name``: the first ``$U2SEG_PRETRAINED`` folder that has
+    them, else the cache's (where they are fetched to)."""
+    from .folder import CONFIG_FILE
+
+    for folder in pretrained_dirs():
+        if (folder / name / CONFIG_FILE).is_file():
+            return folder / name
     return u2seg_home() / "weights" / name
 
 
