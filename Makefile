@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.u2seg-installed
 
-.PHONY: setup browser demo train-demo test lint compare-rembg clean
+.PHONY: setup browser demo train-demo test lint compare-rembg clean image test-image
 
 # torch is pinned and installed on its own with pip: 2.13.0 is the local CPU wheel, whereas an
 # unpinned torch pulled in by a dependency would be a multi-GB CUDA build.
@@ -56,6 +56,16 @@ train-demo: setup
 test: setup browser
 	@failed=""; for f in tests/test_*.py; do echo "== $$f"; $(PY) -m pytest -q $$f || failed="$$failed $$f"; done; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed" >&2; exit 1; fi
+
+# The container image (podman or docker; Dockerfile, container/build_image.sh). Where no registry
+# answers, its Debian base is made from Debian's packages first (mmdebstrap).
+IMAGE ?= localhost/u2seg:latest
+image:
+	IMAGE=$(IMAGE) bash container/build_image.sh
+
+# Builds the image, then runs it for real (tests/image/): not part of `make test`.
+test-image: setup image
+	IMAGE=$(IMAGE) $(PY) -m pytest -q -s tests/image
 
 lint: setup
 	$(PY) -m pip install --quiet ruff

@@ -55,6 +55,8 @@ from typing import TYPE_CHECKING, Any
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run time.
 if TYPE_CHECKING:  # heavy imports stay lazy: `import u2seg.apps.server` must be cheap
+    import argparse
+
     from fastapi import FastAPI
 
     from ..infer.predictor import Predictor
@@ -588,6 +590,24 @@ def serve(host: str = "127.0.0.1", port: int = 7000, *, log_level: str = "info",
 def main(argv: Sequence[str] | None = None) -> None:
     """``u2seg serve [--host H] [--port P] [--workers N] [--api-keys KEYS] ...`` (also
     ``python -m u2seg.apps.server``)."""
+    parser = build_arg_parser()
+    args = parser.parse_args(argv)
+    for name in ("key_rpm", "key_concurrency"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        guard = UrlGuard.from_option(args.allow_private_urls)
+    except ValueError as exc:
+        parser.error(str(exc))
+    serve(args.host, args.port, log_level=args.log_level, log_format=args.log_format, max_workers=args.workers,
+          max_batch=args.batch_size, batch_wait_ms=args.batch_wait_ms,
+          max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
+          upload_timeout=args.upload_timeout, api_keys=args.api_keys, key_requests_per_minute=args.key_rpm,
+          key_concurrent=args.key_concurrency, url_guard=guard, url_timeout=args.url_timeout)
+
+
+def build_arg_parser() -> "argparse.ArgumentParser":
+    """``u2seg serve``'s options."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -622,19 +642,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     parser.add_argument("--log-format", default="text", choices=("text", "json"),
                         help="log lines as text or one JSON object each (default %(default)s)")
-    args = parser.parse_args(argv)
-    for name in ("key_rpm", "key_concurrency"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    try:
-        guard = UrlGuard.from_option(args.allow_private_urls)
-    except ValueError as exc:
-        parser.error(str(exc))
-    serve(args.host, args.port, log_level=args.log_level, log_format=args.log_format, max_workers=args.workers,
-          max_batch=args.batch_size, batch_wait_ms=args.batch_wait_ms,
-          max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
-          upload_timeout=args.upload_timeout, api_keys=args.api_keys, key_requests_per_minute=args.key_rpm,
-          key_concurrent=args.key_concurrency, url_guard=guard, url_timeout=args.url_timeout)
+    return parser
 
 
 if __name__ == "__main__":
