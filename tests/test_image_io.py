@@ -508,6 +508,39 @@ def test_decompression_bomb_opencv_path(monkeypatch, astronaut):
     assert_one_line_error(excinfo, "huge.tiff", "too many pixels")
 
 
+@pytest.mark.parametrize("kind", ["bytes", "pil", "array", "tiff-opencv"])
+def test_max_pixels_refuses_before_decoding(kind, astronaut, astronaut_png):
+    from u2seg.errors import PixelLimitError
+
+    if kind == "bytes":
+        source = astronaut_png
+    elif kind == "pil":
+        source = Image.open(io.BytesIO(astronaut_png))  # lazily opened: refused before it decodes
+    elif kind == "array":
+        source = astronaut
+    else:
+        cv2 = pytest.importorskip("cv2")
+        source = cv2.imencode(".tiff", astronaut.astype(np.float32) / 255)[1].tobytes()  # only OpenCV reads it
+    with pytest.raises(PixelLimitError) as excinfo:
+        load_image(source, name="big one", max_pixels=512 * 512 - 1)
+    message = assert_one_line_error(excinfo, "big one: image of 512×512 = 262,144 pixels is over the limit of "
+                                              "262,143 pixels")
+    assert message.startswith("big one: ") and excinfo.value.input_name == "big one"
+    assert isinstance(excinfo.value, ValueError) and isinstance(excinfo.value, U2SegError)
+    if kind == "pil":
+        assert source.tile  # still to decode: Pillow empties the tile list once it has decoded
+    assert load_image(source, max_pixels=512 * 512).size == (512, 512)
+
+
+def test_max_pixels_over_pillows_own_guard_is_still_a_pixel_limit_error(monkeypatch, astronaut_png):
+    from u2seg.errors import PixelLimitError
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # Pillow refuses in Image.open already
+    with pytest.raises(PixelLimitError) as excinfo:
+        load_image(astronaut_png, name="huge.png", max_pixels=50_000)
+    assert_one_line_error(excinfo, "huge.png: image of 512×512 = 262,144 pixels is over the limit of 50,000")
+
+
 # ---------------------------------------------------------------- encoding / saving
 
 

@@ -25,3 +25,13 @@ class FetchError(WeightsError):
 
 class ImageReadError(U2SegError):
     """An input could not be decoded as an image (corrupt, empty, unsupported)."""
+
+
+class PixelLimitError(U2SegError, ValueError):
+    """An image over a pixel limit (``width × height``). Where the file's header tells the size,
+    the image is refused before a single pixel is decoded. ``input_name`` is the label the
+    message starts with, when it names the input (``load_image``'s ``max_pixels``)."""
+
+    def __init__(self, message: str, *, input_name: str | None = None) -> None:
+        super().__init__(message)
+        self.input_name = input_name

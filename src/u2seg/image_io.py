@@ -23,6 +23,17 @@ Bit-depth rules (the same whichever decoder produced the pixels):
   are always read as 0..1 (the documented contract), so a value like 1.0001 from
   resampling is clipped, not taken as a hint that the whole array is 0..255.
 * NaN becomes 0.
+
+Pixel limits: an image over the limit is refused from its header, before any pixel is
+decoded (whichever decoder would run): Pillow's ``2 × Image.MAX_IMAGE_PIXELS`` guard
+always (an ``ImageReadError``, "too many pixels"), and ``load_image``'s ``max_pixels`` when
+given (a :class:`~u2seg.errors.PixelLimitError`). A file whose size cannot be read from its
+header is never handed to OpenCV.
+
+Colour profiles: an embedded ICC profile for RGB data is kept on the decoded image as
+``info["icc_profile"]`` (the very bytes of the file) and ``encode_image`` embeds it in the
+PNG / WebP it writes, so photo tools show the same colours. Profiles of another colour
+space (CMYK, grey, Lab: the pixels were converted to RGB without them) are dropped.
 """
 
 from __future__ import annotations
@@ -30,19 +41,22 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
+import zlib
 from pathlib import Path
 from typing import IO, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageReadError
+from .errors import ImageReadError, PixelLimitError
 from .fileio import write_bytes_atomic
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "OUTPUT_FORMATS",
     "ImageSource",
+    "carry_icc_profile",
     "encode_image",
     "load_image",
     "save_image",
@@ -83,7 +97,7 @@ _ORIENTATION_FIX = {
 # --------------------------------------------------------------------------- loading
 
 
-def load_image(source: ImageSource, *, name: str | None = None) -> Image.Image:
+def load_image(source: ImageSource, *, name: str | None = None, max_pixels: int | None = None) -> Image.Image:
     """Decode ``source`` into an upright, fully loaded ``"RGB"`` or ``"RGBA"`` image.
 
     ``source`` may be a path (``str`` / ``os.PathLike``), the encoded file as
@@ -96,19 +110,40 @@ def load_image(source: ImageSource, *, name: str | None = None) -> Image.Image:
     Multi-frame files yield their first frame. ``name`` replaces the label used in
     error messages (default: the path, ``"<bytes>"``, the stream's name, ...).
 
+    ``max_pixels`` refuses images of more pixels (width × height); for encoded input
+    the size comes from the header, so nothing is decoded (or allocated) for them.
+
+    An embedded ICC profile of RGB data is kept as ``info["icc_profile"]`` (the module
+    docstring says which are dropped).
+
     Raises:
         ImageReadError: empty, missing, unreadable, undecodable, truncated or too
             large (Pillow's ``MAX_IMAGE_PIXELS`` guard) input.
+        PixelLimitError: more than ``max_pixels`` pixels (one line, naming the input).
         TypeError: ``source`` is of a type this function does not read.
     """
     if isinstance(source, Image.Image):
-        return _from_pil(source, name or "<image>")
+        return _from_pil(source, name or "<image>", max_pixels)
     if isinstance(source, np.ndarray):
-        return _from_array(source, name or "<array>")
+        label = name or "<array>"
+        if source.ndim >= 2:
+            _check_limit(label, int(source.shape[1]), int(source.shape[0]), max_pixels)
+        return _from_array(source, label)
     label, data, from_path = _read_source(source, name)
     if not data:
         raise ImageReadError(f"{_one_line(label)}: {'empty file' if from_path else 'empty input'}")
-    return _decode(data, label)
+    return _decode(data, label, max_pixels)
+
+
+def _check_limit(label: str, width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse a declared size over ``max_pixels`` (PixelLimitError) or over Pillow's bomb guard."""
+    pixels = width * height
+    if max_pixels is not None and pixels > max_pixels:
+        raise PixelLimitError(f"{_one_line(label)}: image of {width}×{height} = {pixels:,} pixels is over the "
+                              f"limit of {max_pixels:,} pixels", input_name=label)
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and pixels > 2 * limit:
+        raise ImageReadError(f"{_one_line(label)}: too many pixels ({pixels} > {2 * limit})")
 
 
 def _read_source(source: object, name: str | None) -> tuple[str, bytes, bool]:
@@ -150,26 +185,36 @@ def _read_source(source: object, name: str | None) -> tuple[str, bytes, bool]:
     )
 
 
-def _decode(data: bytes, label: str) -> Image.Image:
-    """Decode encoded bytes with Pillow, using OpenCV where Pillow is lossy or unable."""
+def _decode(data: bytes, label: str, max_pixels: int | None = None) -> Image.Image:
+    """Decode encoded bytes with Pillow, using OpenCV where Pillow is lossy or unable.
+    The declared size is checked against the limits before either decoder runs."""
     cv_pixels: np.ndarray | None = None
     orientation = 1
     im: Image.Image | None = None
     try:
         im = Image.open(io.BytesIO(data))
+        _check_limit(label, im.width, im.height, max_pixels)  # the header only: nothing decoded yet
         if _is_16bit_colour(im):
             # Pillow reduces 16-bit colour to 8 bits by dropping the low byte
             # (truncation); decode with OpenCV instead so colour gets the same
             # round(v / 257) as 16-bit grayscale. OpenCV's IMREAD_UNCHANGED ignores
             # EXIF orientation, so take it from the header Pillow already parsed.
+            _check_opencv_size(label, data, im, max_pixels)
             cv_pixels = _cv2_decode(data)
             orientation = _exif_orientation(im)
         if cv_pixels is None:
             im.load()  # decode now, inside the try, so lazy decoding errors surface here
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{_one_line(label)}: {_bomb_reason(exc)}") from None
+        raise _bomb_error(label, exc, max_pixels, data) from None
+    except (ImageReadError, PixelLimitError):
+        raise
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...) on bad input
-        cv_pixels = _cv2_decode(data) if _opencv_may_help(data, exc) else None
+        cv_pixels = None
+        # OpenCV allocates the whole image before decoding a row: it only gets files whose
+        # header declares an acceptable size (Pillow's, when it read that far, else our own
+        # reading of the PNG / TIFF header).
+        if _opencv_may_help(data, exc) and _check_opencv_size(label, data, im, max_pixels):
+            cv_pixels = _cv2_decode(data)
         if cv_pixels is None:
             raise ImageReadError(f"{_one_line(label)}: {_pillow_reason(exc)}") from exc
         # OpenCV's IMREAD_UNCHANGED ignores EXIF orientation. Use Pillow's reading of
@@ -178,24 +223,122 @@ def _decode(data: bytes, label: str) -> Image.Image:
         # come from scientific tools, not cameras.
         if im is not None:
             orientation = _exif_orientation(im)
+    profile = _info_profile(im) if im is not None else None
     if cv_pixels is not None:
-        return _from_decoded_array(cv_pixels, label, orientation)
+        return _keep_profile(_from_decoded_array(cv_pixels, label, orientation), profile)
     assert im is not None
-    return _to_rgb(_upright(im), label)
+    return _keep_profile(_to_rgb(_upright(im), label), profile)
 
 
-def _from_pil(image: Image.Image, label: str) -> Image.Image:
+def _check_opencv_size(label: str, data: bytes, im: Image.Image | None, max_pixels: int | None) -> bool:
+    """Hold a file about to go to OpenCV to the limits, by every size its header declares: Pillow's
+    reading and our own of the first PNG IHDR / TIFF directory (what libpng and libtiff use; a file
+    with two IHDR chunks shows Pillow the second). False when no size can be read at all."""
+    sizes = [im.size] if im is not None else []
+    declared = _declared_size(data)
+    if declared is not None:
+        sizes.append(declared)
+    for width, height in sizes:
+        _check_limit(label, width, height, max_pixels)
+    return bool(sizes)
+
+
+def _bomb_error(label: str, exc: Exception, max_pixels: int | None, data: bytes = b"") -> Exception:
+    """Pillow's decompression-bomb refusal as our error (PixelLimitError under a ``max_pixels``)."""
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    if max_pixels is not None and match:
+        pixels = int(match.group(1))
+        size = _declared_size(data)
+        what = f"{size[0]}×{size[1]} = {pixels:,}" if size and size[0] * size[1] == pixels else f"{pixels:,}"
+        return PixelLimitError(f"{_one_line(label)}: image of {what} pixels is over the limit "
+                               f"of {max_pixels:,} pixels", input_name=label)
+    return ImageReadError(f"{_one_line(label)}: {_bomb_reason(exc)}")
+
+
+def _from_pil(image: Image.Image, label: str, max_pixels: int | None = None) -> Image.Image:
     """Normalise a caller's PIL image; the caller's object is never modified or returned."""
+    _check_limit(label, image.width, image.height, max_pixels)  # before a lazily opened one decodes
     try:
         image.load()  # a lazily opened image may still fail to decode
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{_one_line(label)}: {_bomb_reason(exc)}") from None
+        raise _bomb_error(label, exc, max_pixels) from None
     except Exception as exc:
         raise ImageReadError(f"{_one_line(label)}: {_pillow_reason(exc)}") from exc
     upright = _upright(image)
     if upright is image:
         upright = image.copy()
-    return _to_rgb(upright, label)
+    return _keep_profile(_to_rgb(upright, label), _info_profile(image))
+
+
+# --------------------------------------------------------------------------- headers and profiles
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a TIFF's first directory; None when unreadable."""
+    try:
+        if data.startswith(_PNG_MAGIC):
+            if data[12:16] != b"IHDR":
+                return None
+            width, height = struct.unpack(">II", data[16:24])
+            return width, height
+        if data[:4] in _TIFF_MAGIC:
+            return _tiff_size(data)
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    order = "<" if data[:2] == b"II" else ">"
+    big = data[2:4] in (b"+\x00", b"\x00+")
+    if big:  # BigTIFF: 8-byte offsets and counts, 20-byte entries
+        (offset,) = struct.unpack(order + "Q", data[8:16])
+        (count,) = struct.unpack(order + "Q", data[offset:offset + 8])
+        start, entry, inline = offset + 8, 20, 12
+    else:
+        (offset,) = struct.unpack(order + "I", data[4:8])
+        (count,) = struct.unpack(order + "H", data[offset:offset + 2])
+        start, entry, inline = offset + 2, 12, 8
+    sizes: dict[int, int] = {}
+    formats = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
+    for i in range(min(count, 4096)):
+        at = start + i * entry
+        tag, kind = struct.unpack(order + "HH", data[at:at + 4])
+        if tag in (256, 257) and kind in formats:
+            (sizes[tag],) = struct.unpack_from(order + formats[kind], data, at + inline)
+    if 256 in sizes and 257 in sizes:
+        return sizes[256], sizes[257]
+    return None
+
+
+def _icc_space(profile: object) -> bytes | None:
+    """The data colour space of an ICC profile (``b"RGB "``, ``b"GRAY"``, ``b"CMYK"`` ...), None if it is not one."""
+    if not isinstance(profile, (bytes, bytearray)) or len(profile) < 128 or profile[36:40] != b"acsp":
+        return None
+    return bytes(profile[16:20])
+
+
+def _info_profile(im: Image.Image) -> bytes | None:
+    profile = im.info.get("icc_profile")
+    return bytes(profile) if _icc_space(profile) is not None else None
+
+
+def _keep_profile(image: Image.Image, profile: bytes | None) -> Image.Image:
+    """Keep ``profile`` on a decoded RGB(A) image when it describes RGB data; drop any other."""
+    image.info.pop("icc_profile", None)
+    if profile is not None and _icc_space(profile) == b"RGB " and image.mode in ("RGB", "RGBA"):
+        image.info["icc_profile"] = profile
+    return image
+
+
+def carry_icc_profile(source: Image.Image, output: Image.Image) -> Image.Image:
+    """Give ``output`` (a cutout or composite made from ``source``'s pixels) ``source``'s RGB ICC
+    profile, so the encoders embed it; returns ``output``. Masks (mode ``"L"``) get none: an RGB
+    profile on a greyscale image is invalid, and a mask's values are alpha, not colours."""
+    profile = _info_profile(source)
+    if profile is not None and _icc_space(profile) == b"RGB " and output.mode in ("RGB", "RGBA"):
+        output.info["icc_profile"] = profile
+    return output
 
 
 def _upright(im: Image.Image) -> Image.Image:
@@ -273,8 +416,26 @@ def _opencv_may_help(data: bytes, exc: Exception) -> bool:
     return data.startswith(_PNG_MAGIC) and isinstance(exc, UnidentifiedImageError)
 
 
+def _png_chunks_fit(data: bytes) -> bool:
+    """True when every chunk of a PNG, up to IEND, lies within the file. OpenCV's PNG reader
+    allocates (and clears) a chunk's declared length before reading it: a 165-byte file whose
+    chunk claims 3 GB cost 3 GB and 13 s. Such files are not handed to it."""
+    at = 8
+    while at + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        if length > 0x7FFFFFFF or at + 12 + length > len(data):
+            return False
+        if data[at + 4:at + 8] == b"IEND":
+            return True
+        at += 12 + length
+    return False
+
+
 def _cv2_decode(data: bytes) -> np.ndarray | None:
-    """Decode with OpenCV (imported lazily: only this fallback needs it); None if it can't."""
+    """Decode with OpenCV (imported lazily: only this fallback needs it); None if it can't, or
+    if the file is a PNG whose chunk lengths do not fit in it (see ``_png_chunks_fit``)."""
+    if data.startswith(_PNG_MAGIC) and not _png_chunks_fit(data):
+        return None
     try:
         import cv2
     except ImportError:
@@ -406,6 +567,11 @@ def encode_image(image: Image.Image, fmt: str = "png", *, compression: int = DEF
     the pixels passed in). Modes WebP cannot store (e.g. "L") are converted to RGB(A)
     by Pillow.
 
+    An ICC profile in ``image.info["icc_profile"]`` (kept there by ``load_image`` and
+    :func:`carry_icc_profile`) is embedded, byte for byte, when it fits the image: an RGB
+    profile on an RGB(A) image (PNG or WebP), a grey one on an "L"/"LA" PNG. Any other
+    pairing is left out, an RGB profile on a mask in particular (invalid in a grey PNG).
+
     Raises:
         ValueError: ``fmt`` is not one of ``OUTPUT_FORMATS``, or the image is too large
             for WebP (16383 px per side).
@@ -417,18 +583,43 @@ def encode_image(image: Image.Image, fmt: str = "png", *, compression: int = DEF
     if not isinstance(image, Image.Image):
         raise TypeError(f"encode_image() needs a PIL image, not {type(image).__name__}")
     buffer = io.BytesIO()
+    profile = _profile_to_embed(image, name)
     if name == "png" and image.mode in _CV2_PNG_ORDER:
-        return _png_with_opencv(image, int(compression))
+        return _with_iccp(_png_with_opencv(image, int(compression)), profile)
     if name == "png":
-        # optimize=True costs seconds on large images for a few per cent.
-        image.save(buffer, format="PNG", optimize=False, compress_level=int(compression))
+        # optimize=True costs seconds on large images for a few per cent. icc_profile=None
+        # also stops Pillow from embedding an unfitting profile found in image.info.
+        image.save(buffer, format="PNG", optimize=False, compress_level=int(compression), icc_profile=profile)
     else:
         if max(image.size) > 16383:
             raise ValueError(
                 f"WebP stores at most 16383 px per side, image is {image.width}x{image.height}; use png"
             )
-        image.save(buffer, format="WEBP", lossless=True, exact=True, method=round(int(compression) * 6 / 9))
+        image.save(buffer, format="WEBP", lossless=True, exact=True, method=round(int(compression) * 6 / 9),
+                   icc_profile=profile)
     return buffer.getvalue()
+
+
+def _profile_to_embed(image: Image.Image, fmt: str) -> bytes | None:
+    profile = image.info.get("icc_profile")
+    space = _icc_space(profile)
+    if space == b"RGB " and image.mode in ("RGB", "RGBA", "P", "PA"):
+        return bytes(profile)
+    if space == b"GRAY" and fmt == "png" and image.mode in ("L", "LA"):
+        return bytes(profile)
+    return None
+
+
+def _with_iccp(png: bytes, profile: bytes | None) -> bytes:
+    """Insert an iCCP chunk right after IHDR (where the PNG spec wants it: before PLTE and IDAT)."""
+    if profile is None:
+        return png
+    if png[12:16] != b"IHDR":
+        raise ValueError("unexpected PNG layout: IHDR is not the first chunk")
+    end = 8 + 12 + struct.unpack(">I", png[8:12])[0]
+    body = b"ICC Profile\x00\x00" + zlib.compress(profile)  # name, NUL, compression method 0 (deflate)
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
+    return png[:end] + chunk + png[end:]
 
 
 _CV2_PNG_ORDER = {"L": None, "RGB": "COLOR_RGB2BGR", "RGBA": "COLOR_RGBA2BGRA"}
