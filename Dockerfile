@@ -22,7 +22,7 @@ ARG BASE=python:3.11-slim
 FROM ${BASE} AS build
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.13.0
-ARG WEIGHTS=u2netp
+ARG WEIGHTS="u2net u2netp"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 RUN python3 -m venv /opt/u2seg/venv
 # One RUN: the secrets are mounted only while it runs. The source is bound read-write so that

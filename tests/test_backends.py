@@ -122,10 +122,10 @@ def test_rembg_export_is_the_official_layout(tmp_path, network, inputs, referenc
 def test_export_command(tmp_path, use_pretrained_home, capsys):
     from u2seg.cli import main
 
-    assert main(["export", str(tmp_path / "u2netp.onnx")]) == 0
+    assert main(["export", str(tmp_path / "u2netp.onnx"), "-m", "u2netp"]) == 0
     out = capsys.readouterr().out
     assert "verified against PyTorch" in out and "ok" in out
-    assert main(["export", str(tmp_path / "x.pt"), "--format", "torchscript", "--rembg"]) == 2
+    assert main(["export", str(tmp_path / "x.pt"), "--format", "torchscript", "--rembg", "-m", "u2netp"]) == 2
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path / "x.onnx"), "--format", "tflite"])
 

@@ -29,7 +29,8 @@ def test_bench_on_the_users_files_with_the_network(use_pretrained_home, coffee, 
     Image.fromarray(coffee).save(tmp_path / "coffee.jpg")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "bench.json"
-    assert main(["bench", str(tmp_path / "coffee.jpg"), str(tmp_path / "broken.png"), "--json", str(out)]) == 0
+    assert main(["bench", str(tmp_path / "coffee.jpg"), str(tmp_path / "broken.png"), "--json", str(out),
+                 "-m", "u2netp"]) == 0
     figures = json.loads(out.read_text())
     assert figures["images"] == 2 and figures["failed"] == 1
     assert figures["stages"]["network"] > 0 and 0 < figures["network_share"] < 1

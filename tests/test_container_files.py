@@ -33,6 +33,14 @@ def test_dockerfile_command_and_environment():
     assert f"ARG TORCH_VERSION={makefile_torch}" in text
 
 
+def test_the_image_bakes_the_default_weights():
+    """`u2seg remove` and `serve` in the container use the default model offline."""
+    from u2seg.weights import DEFAULT_WEIGHTS
+
+    (baked,) = re.findall(r'^ARG WEIGHTS="?([^"\n]*)"?$', (REPO / "Dockerfile").read_text(), re.M)
+    assert DEFAULT_WEIGHTS in baked.split() and "u2netp" in baked.split()
+
+
 def test_compose_runs_the_service_with_keys_and_limits():
     compose = yaml.safe_load((REPO / "compose.yaml").read_text())
     service = compose["services"]["u2seg"]

@@ -182,3 +182,58 @@ def test_device_arithmetic_with_tta_and_batches(pretrained_home, astronaut, coff
         b = [np.asarray(r.value, dtype=int) for r in e2.run(items, job)]
     for x, y in zip(a, b):
         assert np.abs(x - y).mean() < 0.5
+
+
+def _screen(text: str) -> list[str]:
+    """What a terminal shows for ``text``: ``\\r`` returns to the start of the line and later
+    characters overwrite earlier ones."""
+    lines = []
+    for raw in text.split("\n"):
+        cells: list[str] = []
+        for part in raw.split("\r"):
+            for column, char in enumerate(part):
+                if column < len(cells):
+                    cells[column] = char
+                else:
+                    cells.append(char)
+        lines.append("".join(cells).rstrip())
+    return lines
+
+
+@pytest.mark.parametrize("printer", ["print", "stderr.write", "tqdm.write"])
+def test_error_lines_do_not_tear_the_progress_bar(astronaut, coffee, tmp_path, capsys, printer):
+    """A folder job with a corrupt file and the bar on: each error line shows on a line of its
+    own, whatever the caller's on_error prints with, and the bar goes on below it."""
+    import sys
+
+    from tqdm import tqdm
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, picture in (("a.png", astronaut), ("c.png", coffee)):
+        Image.fromarray(picture[:64, :80]).save(folder / name)
+    (folder / "broken.png").write_bytes((folder / "a.png").read_bytes()[:90])  # truncated
+    (folder / "d.jpg").write_bytes(b"not an image at all")
+    sources = sorted(folder.iterdir())
+    tasks = [Task(path, tmp_path / "out" / f"{path.stem}.png") for path in sources]
+
+    def on_error(line: str) -> None:
+        message = f"u2seg: error: {line}"
+        if printer == "print":
+            print(message, file=sys.stderr)
+        elif printer == "stderr.write":
+            sys.stderr.write(message + "\n")
+        else:
+            tqdm.write(message, file=sys.stderr)
+
+    predictor = Predictor(backend=FixedMapBackend())
+    report = remove_files(predictor, tasks, workers=1, on_error=on_error, progress=True)
+    assert len(report.failed) == 2 and len(report.written) == 2
+    err = capsys.readouterr().err
+    assert "%|" in err  # the bar was on
+    shown = _screen(err)
+    errors = [line for line in shown if "error:" in line]
+    assert len(errors) == 2, shown
+    for line, failure in zip(errors, report.failed):
+        assert line == f"u2seg: error: {failure}", shown  # alone on its line: no bar fragment glued on
+    assert shown[-1] == "" and "4/4" in shown[-2]  # the finished bar, after the errors

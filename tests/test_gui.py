@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before Qt is loaded: no display needed
 
@@ -37,7 +38,7 @@ class CountingFactory:
         if model != "u2netp":
             from u2seg.infer import Predictor
 
-            return Predictor(model)  # the real thing: u2net has no registered weights
+            return Predictor(model)  # the real thing (unet has no registered weights)
         factory = self
 
         class Counting:
@@ -47,6 +48,10 @@ class CountingFactory:
             def predict(self, image):
                 factory.runs += 1
                 return factory.predictor.predict(image)
+
+            def predict_with_confidence(self, image):
+                factory.runs += 1
+                return factory.predictor.predict_with_confidence(image)
 
             def infer(self, prepared):
                 factory.runs += len(prepared)
@@ -65,7 +70,7 @@ def factory(predictor, use_pretrained_home):
 
 @pytest.fixture
 def window(qtbot, factory):
-    win = MainWindow(factory)
+    win = MainWindow(factory, model="u2netp")  # the fast model; the default is u2net
     qtbot.addWidget(win)
     win.show()
     qtbot.waitExposed(win)
@@ -97,6 +102,7 @@ def test_segment_threshold_background_and_screenshot(qtbot, window, factory, pho
     wait_ready(qtbot, window)
     assert window.message == ""
     assert factory.runs == 1 and factory.built == ["u2netp"]
+    assert re.search(r"coffee.jpg: 600×400, u2netp, confidence 0\.[5-9]\d", window.statusBar().currentMessage())
     original = shown(window.original_view)
     assert original.shape == (400, 600, 4)
     mask = shown(window.mask_view)
@@ -196,9 +202,9 @@ def test_errors_appear_in_the_window(qtbot, window, photos, tmp_path):
     window.open_paths([photos / "coffee.jpg"])
     wait_ready(qtbot, window)
     assert window.message == ""
-    window.set_model("u2net")
+    window.set_model("unet")
     qtbot.waitUntil(lambda: window.message != "", timeout=TIMEOUT)
-    assert "no pretrained weights are registered for model 'u2net'" in window.message
+    assert "no pretrained weights are registered for model 'unet'" in window.message
     assert window.current_output is None
     window.set_model("u2netp")  # back: the cached probability, no error
     wait_ready(qtbot, window)
@@ -211,9 +217,10 @@ def test_weights_unavailable_is_shown(qtbot, photos):
 
     win = MainWindow(offline)
     qtbot.addWidget(win)
+    assert win.model == "u2net"  # the default model, as for `u2seg remove`
     win.open_paths([photos / "coffee.jpg"])
     qtbot.waitUntil(lambda: win.message != "", timeout=TIMEOUT)
-    assert "U2SEG_OFFLINE=1" in win.message
+    assert "U2SEG_OFFLINE=1" in win.message and "u2net:" in win.message
     assert win.original_view.image() is None
 
 
@@ -245,5 +252,5 @@ def test_run_gui(qtbot, factory, photos):
             QTimer.singleShot(50, close_when_ready)
 
     QTimer.singleShot(50, close_when_ready)
-    assert run_gui([str(photos / "coffee.jpg")], predictor_factory=factory) == 0
+    assert run_gui([str(photos / "coffee.jpg"), "-m", "u2netp"], predictor_factory=factory) == 0
     assert factory.runs == 1

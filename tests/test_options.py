@@ -33,6 +33,8 @@ EXPECTED_REMOVE_FLAGS = [
      "composite the cutout over this colour", "_StoreAction"),
     (("--bg-image",), "bg_image", None, None, "PATH", "Path", None,
      "composite the cutout over this picture", "_StoreAction"),
+    (("--edge-refine",), "edge_refine", False, 0, None, None, None,
+     "refine edges at full resolution, guided by the image's colours", "_StoreTrueAction"),
     (("--alpha-matting", "-a"), "alpha_matting", False, 0, None, None, None,
      "refine edges with alpha matting (pymatting)", "_StoreTrueAction"),
     (("--alpha-matting-foreground-threshold", "-af"), "alpha_matting_foreground_threshold", 240, None, "N", "int",
@@ -85,7 +87,7 @@ def test_remove_flags_are_exactly_the_hand_written_ones():
 def test_table_covers_the_cli_flags_and_http_names():
     assert [o.name for o in OPTIONS if CLI in o.where] == TABLE_DESTS
     assert [name for name, _, _ in http_parameters()] == [
-        "model", "only_mask", "bgcolor", "alpha_matting", "alpha_matting_foreground_threshold",
+        "model", "only_mask", "bgcolor", "edge_refine", "alpha_matting", "alpha_matting_foreground_threshold",
         "alpha_matting_background_threshold", "alpha_matting_erode_size", "post_process_mask", "threshold",
         "decontaminate", "crop", "crop_margin", "format"]
     types = {name: typ for name, typ, _ in http_parameters()}
@@ -177,8 +179,8 @@ def test_http_empty_values():
 
 
 @pytest.mark.parametrize(("query", "message"), [
-    ({"treshold": "0.5"}, ("unknown parameter 'treshold'; known: model, only_mask, bgcolor, alpha_matting, "
-                           "alpha_matting_foreground_threshold, alpha_matting_background_threshold, "
+    ({"treshold": "0.5"}, ("unknown parameter 'treshold'; known: model, only_mask, bgcolor, edge_refine, "
+                           "alpha_matting, alpha_matting_foreground_threshold, alpha_matting_background_threshold, "
                            "alpha_matting_erode_size, post_process_mask, threshold, decontaminate, crop, "
                            "crop_margin, format (rembg's aliases om, bgc, a, af, ab, ae, ppm work too)")),
     ({"af": "300"}, "alpha_matting_foreground_threshold must be within 0…255, got 300"),
@@ -245,7 +247,7 @@ def test_gui_controls_are_refine_options_fields():
     fields = {f.name for f in dataclasses.fields(RefineOptions)}
     controls = {c.name: c for c in gui_controls()}
     assert set(controls) == {o.name for o in OPTIONS if GUI in o.where}
-    assert set(controls) == {"alpha_matting", "post_process_mask", "threshold", "decontaminate"}
+    assert set(controls) == {"edge_refine", "alpha_matting", "post_process_mask", "threshold", "decontaminate"}
     for control in controls.values():
         assert control.field in fields and control.label and control.tooltip
         assert control.kind == ("slider" if control.name == "threshold" else "check")

@@ -106,8 +106,8 @@ def test_masks_round_and_colours_validate():
 
 
 def test_top_level_remove(use_pretrained_home, coffee):
-    cut = u2seg.remove(coffee)
-    mask = u2seg.remove(coffee, only_mask=True)
+    cut = u2seg.remove(coffee, model="u2netp")
+    mask = u2seg.remove(coffee, model="u2netp", only_mask=True)
     assert cut.mode == "RGBA" and mask.mode == "L" and mask.size == cut.size
     np.testing.assert_array_equal(np.asarray(cut)[..., 3], np.asarray(mask))
 

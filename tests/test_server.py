@@ -48,11 +48,13 @@ def astronaut_png(astronaut: np.ndarray) -> bytes:
 
 @pytest.fixture
 def make_client(use_pretrained_home: Path, predictor):
-    """A TestClient for create_app(**options); the model is the session's real pretrained predictor."""
+    """A TestClient for create_app(**options); the model is the session's real pretrained predictor
+    (U²-Net-P, the default model here; the server's own default is u2net)."""
     clients = []
 
     def make(**options) -> TestClient:
         options.setdefault("predictor_factory", lambda name: predictor)
+        options.setdefault("default_model", "u2netp")
         client = TestClient(create_app(**options))
         client.__enter__()
         clients.append(client)
@@ -252,18 +254,29 @@ def test_model_that_fails_to_load_is_503(make_client, coffee_jpeg):
 # --------------------------------------------------------------------------- other endpoints
 
 
+def test_the_default_model_is_u2net_and_every_cached_model_is_offered(use_pretrained_home, u2net_onnx, predictor):
+    from u2seg.apps.server import build_arg_parser
+
+    assert build_arg_parser().parse_args([]).model == "u2net"  # `u2seg serve`; -m u2netp is the fast one
+    with TestClient(create_app(predictor_factory=lambda name: predictor)) as client:
+        info = client.get("/api/models").json()
+    assert info["default"] == "u2net" and [m["name"] for m in info["models"]] == ["u2net", "u2netp"]
+
+
 def test_models_health_openapi_and_page(client, coffee_jpeg):
     info = client.get("/api/models").json()
     assert info["default"] == "u2netp"
-    (model,) = info["models"]
-    assert model["name"] == "u2netp" and model["input_size"] == [320, 320] and model["loaded"] is False
+    names = [m["name"] for m in info["models"]]  # every cached model: u2netp, and u2net where cached
+    assert "u2netp" in names and set(names) <= {"u2net", "u2netp"}
+    model = info["models"][names.index("u2netp")]
+    assert model["input_size"] == [320, 320] and model["loaded"] is False
     assert info["limits"]["max_upload_bytes"] > 0 and info["limits"]["max_pixels"] > 0
 
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["models_loaded"] == []
     assert _post_file(client, coffee_jpeg).status_code == 200
     assert client.get("/healthz").json()["models_loaded"] == ["u2netp"]
-    assert client.get("/api/models").json()["models"][0]["loaded"] is True
+    assert client.get("/api/models").json()["models"][names.index("u2netp")]["loaded"] is True
 
     spec = client.get("/openapi.json").json()
     remove = spec["paths"]["/api/remove"]["post"]

@@ -54,6 +54,7 @@ def make_client(use_pretrained_home: Path, predictor):
 
     def make(**options) -> TestClient:
         options.setdefault("predictor_factory", lambda name: predictor)
+        options.setdefault("default_model", "u2netp")  # the session's predictor is U²-Net-P
         client = TestClient(create_app(**options))
         client.__enter__()
         clients.append(client)
@@ -225,7 +226,7 @@ def test_concurrent_requests_per_key_answer_429(use_pretrained_home, predictor, 
         release.wait(30)
         return predictor
 
-    app = create_app(predictor_factory=slow_factory, api_keys=path, max_workers=2)
+    app = create_app(predictor_factory=slow_factory, api_keys=path, max_workers=2, default_model="u2netp")
     with serve_app(app) as url:
         results = {}
 
@@ -283,7 +284,7 @@ def test_metrics_count_requests_latency_queue_and_images(make_client, small_jpeg
 
 
 def test_a_slow_upload_gets_408_and_does_not_block_others(use_pretrained_home, predictor, small_jpeg):
-    app = create_app(predictor_factory=lambda name: predictor, upload_timeout=1.5)
+    app = create_app(predictor_factory=lambda name: predictor, upload_timeout=1.5, default_model="u2netp")
     with serve_app(app) as url:
         port = int(url.rsplit(":", 1)[1])
         slow = socket.create_connection(("127.0.0.1", port))
@@ -327,7 +328,7 @@ def test_serve_process_with_keys_writes_json_logs_with_request_ids(use_pretraine
     port = _free_port()
     env = {**os.environ, "U2SEG_HOME": str(use_pretrained_home), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "u2seg", "serve", "--port", str(port), "--api-keys", str(path),
+        [sys.executable, "-m", "u2seg", "serve", "--port", str(port), "--api-keys", str(path), "-m", "u2netp",
          "--log-format", "json", "--key-rpm", "100"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, cwd=REPO)
     try:
@@ -371,7 +372,8 @@ def test_binding_beyond_loopback_without_keys_warns(use_pretrained_home):
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "u2seg", "serve", "--host", "0.0.0.0", "--port", str(port)],
+        result = subprocess.run([sys.executable, "-m", "u2seg", "serve", "--host", "0.0.0.0", "--port", str(port),
+                                 "-m", "u2netp"],
                                 capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
     assert result.returncode != 0
     assert "without API keys" in result.stderr and "u2seg keys create" in result.stderr

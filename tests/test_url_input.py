@@ -118,6 +118,7 @@ def make_client(use_pretrained_home, predictor):
 
     def make(**options) -> TestClient:
         options.setdefault("predictor_factory", lambda name: predictor)
+        options.setdefault("default_model", "u2netp")  # the session's predictor is U²-Net-P
         client = TestClient(create_app(**options))
         client.__enter__()
         clients.append(client)

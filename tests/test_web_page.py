@@ -32,7 +32,7 @@ assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: apt-get install chr
 
 @pytest.fixture
 def server_url(use_pretrained_home, predictor):
-    with serve_app(create_app(predictor_factory=lambda name: predictor)) as url:
+    with serve_app(create_app(predictor_factory=lambda name: predictor, default_model="u2netp")) as url:
         yield url
 
 
@@ -109,7 +109,7 @@ def test_page_asks_for_a_key_when_the_server_needs_one(use_pretrained_home, pred
     photo = tmp_path / "coffee.jpg"
     Image.fromarray(coffee).save(photo, "JPEG", quality=92)
     problems: list[str] = []
-    app = create_app(predictor_factory=lambda name: predictor, api_keys=keys)
+    app = create_app(predictor_factory=lambda name: predictor, api_keys=keys, default_model="u2netp")
     with serve_app(app) as url, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -131,7 +131,24 @@ def test_page_asks_for_a_key_when_the_server_needs_one(use_pretrained_home, pred
             assert not page.is_visible("#key-form")
             page.set_input_files("#file-input", str(photo))
             page.wait_for_function("() => document.body.dataset.state === 'done'")
-            assert "Done" in page.inner_text("#status")
+            assert "Done" in page.inner_text("#status") and "confidence 0." in page.inner_text("#status")
+            # "Sharper edges" sends edge_refine (the guided filter): the mask changes near the edges.
+            mask_pixels = """() => {
+                const img = document.getElementById('mask');
+                const canvas = document.createElement('canvas');
+                canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+                const ctx = canvas.getContext('2d');
+                ctx.drawImage(img, 0, 0);
+                return Array.from(ctx.getImageData(0, 0, canvas.width, canvas.height).data.filter((_, i) => i % 4 === 0));
+            }"""
+            before = np.array(page.evaluate(mask_pixels))
+            runs = page.evaluate("() => document.body.dataset.runs")
+            page.check("#edge-refine")
+            page.wait_for_function(f"() => document.body.dataset.runs !== '{runs}' && document.body.dataset.state === 'done'")
+            page.wait_for_function("() => document.getElementById('mask').complete")
+            after = np.array(page.evaluate(mask_pixels))
+            changed = np.abs(after.astype(int) - before.astype(int)) > 2
+            assert before.shape == after.shape and 0 < changed.mean() < 0.3
             # The key went in a header, never in a URL; a reload of the tab keeps it (this tab only).
             assert key not in page.url
             page.reload()

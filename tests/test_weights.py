@@ -22,10 +22,12 @@ def _outputs(model, x):
         return [torch.sigmoid(o).numpy() for o in model.eval()(torch.from_numpy(x))]
 
 
-def test_converted_u2netp_matches_onnxruntime(u2netp_onnx):
-    model = load_model(u2netp_onnx)
-    assert model.arch == "u2netp" and model.num_classes == 1
-    session = ort.InferenceSession(str(u2netp_onnx), providers=["CPUExecutionProvider"])
+@pytest.mark.parametrize("arch", ["u2netp", "u2net"])
+def test_converted_weights_match_onnxruntime(arch, request):
+    onnx_file = request.getfixturevalue(f"{arch}_onnx")
+    model = load_model(onnx_file)
+    assert model.arch == arch and model.num_classes == 1
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     for seed in (0, 1):
         x = np.random.default_rng(seed).standard_normal((1, 3, 320, 320), dtype=np.float32)
@@ -33,6 +35,45 @@ def test_converted_u2netp_matches_onnxruntime(u2netp_onnx):
         ours = _outputs(model, x)
         assert len(reference) == len(ours) == 7
         for ref, out in zip(reference, ours):  # all seven: official sigmoid outputs = sigmoid(ours)
+            assert np.abs(ref - out).max() <= 1e-4
+
+
+def test_a_users_fused_u2net_export_converts(tmp_path):
+    """Another export of the U²-Net architecture (such as rembg's u2net_human_seg.onnx): BatchNorm
+    folded into the convs, seven sigmoid outputs, opset 11, dynamic size. Made here from seeded
+    weights with non-trivial BatchNorm statistics, exported in eval mode with constant folding
+    (the same layout as rembg's u2net.onnx: 119 Conv nodes, no BatchNormalization)."""
+    import onnx
+
+    from u2seg.export.onnx import onnx_bytes
+
+    torch.manual_seed(0)
+    source = create_model("u2net")
+    with torch.no_grad():
+        for module in source.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "u2net_human_seg.onnx"
+    path.write_bytes(onnx_bytes(source.eval(), input_size=(128, 128), opset=11, all_outputs=True))
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert ops.count("Conv") == 119 and "BatchNormalization" not in ops and ops.count("Sigmoid") == 7
+
+    folder = convert_file(path, tmp_path / "converted")  # `u2seg weights convert`: load_model(path)
+    assert json.loads((folder / "config.json").read_text())["source_sha256"] == sha256_file(path)
+    model = load_model(folder)
+    assert model.arch == "u2net" and model.num_classes == 1
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for seed, shape in ((0, (1, 3, 128, 128)), (1, (1, 3, 96, 160))):
+        x = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+        reference = session.run(None, {name: x})
+        ours = _outputs(model, x)
+        assert len(reference) == len(ours) == 7
+        for ref, out in zip(reference, ours):
+            assert ref.shape == out.shape and ref.std() > 1e-3  # not saturated: the check means something
             assert np.abs(ref - out).max() <= 1e-4
 
 
@@ -155,7 +196,7 @@ def test_offline_with_empty_cache_is_one_clear_line(tmp_path, monkeypatch, capsy
     image = tmp_path / "a.png"
     from PIL import Image
     Image.new("RGB", (8, 8)).save(image)
-    assert main(["remove", str(image), "-o", str(tmp_path / "out")]) == 2
+    assert main(["remove", str(image), "-o", str(tmp_path / "out"), "-m", "u2netp"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "u2netp" in lines[0] and "--weights PATH" in lines[0]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -180,7 +221,7 @@ def test_preinstalled_weights_are_found_outside_the_cache(tmp_path, monkeypatch,
         image = tmp_path / "a.png"
         from PIL import Image
         Image.new("RGB", (16, 16), (200, 10, 10)).save(image)
-        assert main(["remove", str(image), "-o", str(tmp_path / "out")]) == 0
+        assert main(["remove", str(image), "-o", str(tmp_path / "out"), "-m", "u2netp"]) == 0
         assert (tmp_path / "out" / "a.png").is_file()
         assert not (cache / "weights").exists() and not (cache / "sources").exists()
     finally:
@@ -275,6 +316,6 @@ def test_unknown_names_are_clear():
     with pytest.raises(WeightsError, match="u2netp"):
         fetch_weights("nope")
     with pytest.raises(WeightsError, match="--weights"):
-        create_model("u2net", pretrained=True)
+        create_model("unet", pretrained=True)  # an architecture without registered weights
     with pytest.raises(WeightsError):
         create_model("u2netp", pretrained="/no/such/file.pth")

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from . import __version__
 from .errors import U2SegError
+from .weights.registry import DEFAULT_WEIGHTS
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
+_MODEL_HELP = f"model name (default: what --weights describes, else {DEFAULT_WEIGHTS}; -m u2netp is the fast one)"
 
 
 def _err(message: str) -> None:
@@ -31,7 +33,7 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="output folder (created if needed)")
     add_cli_arguments(p, "refine")  # --only-mask … --crop-margin, from the option table
-    p.add_argument("--model", "-m", help="model name (default: what --weights describes, else u2netp)")
+    p.add_argument("--model", "-m", help=_MODEL_HELP)
     p.add_argument("--weights", "-w", type=Path, metavar="PATH",
                    help="weights file or folder (.onnx, .pth, .safetensors, u2seg folder)")
     p.add_argument("--size", type=int, metavar="N", help="network input size (default 320)")
@@ -39,6 +41,18 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compression", type=int, default=3, choices=range(10), metavar="0-9",
                    help="PNG zlib level / WebP effort: lower is faster, larger (default 3)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--flip", action="store_true",
+                   help="average with the mirror image (test-time augmentation; also feeds the confidence score)")
+    review = p.add_argument_group("confidence")
+    review.add_argument("--report", type=Path, metavar="PATH",
+                        help="append one JSON line per image: input, output, size, model, confidence score, timings")
+    review.add_argument("--review", type=Path, metavar="DIR",
+                        help="also write the outputs whose confidence is under --review-below here, for a person to check")
+    review.add_argument("--review-below", type=float, default=None, metavar="SCORE",
+                        help="confidence under which --review gets a copy (0-1, default 0.5)")
+    review.add_argument("--cascade-below", type=float, default=None, metavar="SCORE",
+                        help="with -m small+large (e.g. u2netp+u2net): run the large model on the images whose "
+                             "confidence with the small one is under this (default 0.8)")
     _add_engine_options(p)
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per network call (default 1)")
     p.add_argument("--workers", type=int, metavar="N", help="threads for decoding, pre- and post-processing, encoding (default: one per core)")
@@ -78,6 +92,8 @@ def _predictor(args: argparse.Namespace, files: int = 1, tta=None, model: str | 
         settings["calibration"] = calibration
     if args.compile:
         settings["compile"] = True
+    if getattr(args, "cascade_below", None) is not None:
+        settings["cascade_below"] = args.cascade_below
     return get_predictor(args.model or model, weights=args.weights or weights, **settings)
 
 
@@ -112,6 +128,9 @@ def _report_plan_problems(plan, extra=None) -> bool:
 
 def _cmd_remove(args: argparse.Namespace) -> int:
     from .infer import encode_image, load_image, plan_outputs, remove_files, render
+    from .infer.confidence import DEFAULT_REVIEW_BELOW
+    from .infer.predictor import TTA
+    from .infer.removal import Review
 
     options = _refine_options(args)  # bad values fail here, before any work
     stdin = "-" in args.inputs
@@ -119,6 +138,14 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         raise U2SegError("'-' (stdin) cannot be combined with other inputs")
     if not stdin and args.output is None:
         raise U2SegError("give an output folder with -o OUTDIR (or use '-' to pipe one image)")
+    if stdin and (args.report or args.review):
+        raise U2SegError("--report and --review need files: give inputs and -o OUTDIR, not '-'")
+    below = DEFAULT_REVIEW_BELOW if args.review_below is None else args.review_below
+    if not 0.0 <= below <= 1.0:
+        raise U2SegError(f"--review-below must be between 0 and 1, got {below:g}")
+    if args.review_below is not None and args.review is None:
+        raise U2SegError("--review-below needs --review DIR")
+    review = Review(args.review, below, args.output) if args.review is not None else None
 
     plan = None
     if not stdin:
@@ -131,7 +158,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         if not plan.tasks:
             return EXIT_FAILED_INPUTS if plan.missing else EXIT_OK
 
-    predictor = _predictor(args, files=1 if stdin else len(plan.tasks))
+    predictor = _predictor(args, files=1 if stdin else len(plan.tasks), tta=TTA(flip=True) if args.flip else None)
     logging.getLogger(__name__).info("model %s on %s (%s)", predictor.model_name, predictor.backend.name,
                                      predictor.backend.precision)
 
@@ -142,10 +169,13 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
         return EXIT_OK
 
-    report = remove_files(predictor, plan.tasks, options, fmt=args.format, compression=args.compression, batch_size=args.batch_size, workers=args.workers,
-                          on_error=lambda line: _err(f"error: {line}"))
+    report = remove_files(predictor, plan.tasks, options, fmt=args.format, compression=args.compression,
+                          batch_size=args.batch_size, workers=args.workers,
+                          on_error=lambda line: _err(f"error: {line}"), report=args.report, review=review)
     failed = len(report.failed) + len(plan.missing)
-    _err(f"wrote {len(report.written)} file(s) to {args.output}" + (f"; {failed} failed" if failed else ""))
+    copies = sum(1 for path in report.written if review is not None and path.is_relative_to(review.folder))
+    _err(f"wrote {len(report.written) - copies} file(s) to {args.output}"
+         + (f" (+{copies} for review in {review.folder})" if copies else "") + (f"; {failed} failed" if failed else ""))
     return EXIT_FAILED_INPUTS if failed else EXIT_OK
 
 
@@ -167,7 +197,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only-mask", "-om", action="store_true", help="masks instead of cutouts")
     p.add_argument("--format", choices=("png", "webp"), default="png")
     p.add_argument("--compression", type=int, default=3, choices=range(10), metavar="0-9")
-    p.add_argument("--model", "-m", help="model name (default: what --weights describes, else u2netp)")
+    p.add_argument("--model", "-m", help=_MODEL_HELP)
     p.add_argument("--weights", "-w", type=Path, metavar="PATH", help="weights file or folder")
     p.add_argument("--size", type=int, metavar="N", help="network input size (default from the weights)")
     _add_engine_options(p)
@@ -259,7 +289,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                                    "verify the export against PyTorch (fails above 1e-4 in fp32).")
     p.add_argument("output", type=Path, help="file to write (.onnx, .xml for OpenVINO, .pt for TorchScript)")
     p.add_argument("--format", choices=("onnx", "openvino", "torchscript"), default="onnx")
-    p.add_argument("--model", "-m", help="model name (default: what --weights describes, else u2netp)")
+    p.add_argument("--model", "-m", help=_MODEL_HELP)
     p.add_argument("--weights", "-w", type=Path, metavar="PATH", help="weights file, folder or checkpoint")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
     p.add_argument("--calibration", type=Path, metavar="DIR", help="int8: images to calibrate on (default: sample photos)")
@@ -295,8 +325,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write a synthetic salient-object dataset (images/ + masks/)")
     p.add_argument("outdir", type=Path)
     p.add_argument("--count", type=int, default=200)
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--size", type=int, metavar="N",
+                   help="image side (default 256); with --fine the width, height 3/4 of it (default 2048)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fine", action="store_true",
+                   help="high-resolution composites with hair, holes and soft edges; masks are exact 8-bit alpha")
     p.add_argument("--multiclass", action="store_true", help="class-index masks (background + shape types)")
     p.add_argument("--num-classes", type=int, default=3, help="with --multiclass (2…5)")
     p.add_argument("--overwrite", action="store_true")
@@ -315,8 +348,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .data.synth import make_synthetic_dataset
 
-    out = make_synthetic_dataset(args.outdir, count=args.count, size=args.size, seed=args.seed,
-                                 multiclass=args.multiclass, num_classes=args.num_classes, overwrite=args.overwrite)
+    size = args.size if args.size is not None else (2048 if args.fine else 256)
+    out = make_synthetic_dataset(args.outdir, count=args.count, size=size, seed=args.seed,
+                                 multiclass=args.multiclass, num_classes=args.num_classes, overwrite=args.overwrite,
+                                 fine=args.fine)
     print(out)
     return EXIT_OK
 

@@ -54,6 +54,7 @@ from ..infer.engine import Report
 from ..infer.files import Plan, plan_pairs
 from ..image_io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, load_image, save_image
 from ..infer.refine import RefineOptions, refine
+from ..weights.registry import DEFAULT_WEIGHTS
 
 __all__ = ["MainWindow", "run_gui", "models_with_weights", "pil_to_qimage", "qimage_to_array"]
 
@@ -63,7 +64,7 @@ PredictorFactory = Callable[[str], Any]  # model name -> a Predictor (or an obje
 
 
 def models_with_weights() -> list[str]:
-    """Registered architectures that have registered pretrained weights (``u2netp``)."""
+    """Registered architectures that have registered pretrained weights (``u2net``, ``u2netp``)."""
     from ..models import list_models
     from ..weights import list_weights
 
@@ -220,6 +221,7 @@ class _Segmented:
     model: str
     image: Image.Image
     prob: np.ndarray
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,8 @@ class MainWindow(QMainWindow):
         self.model_combo = QComboBox()
         names = models_with_weights()
         self.model_combo.addItems(names)
+        if model is None and DEFAULT_WEIGHTS in names:
+            model = DEFAULT_WEIGHTS
         if model is not None:
             if model not in names:
                 self.model_combo.addItem(model)
@@ -529,8 +533,8 @@ class MainWindow(QMainWindow):
 
         def work() -> _Segmented:
             image = load_image(path)
-            prob = self._predictor(model).predict(image)
-            return _Segmented(path, model, image, prob)
+            prob, confidence = self._predictor(model).predict_with_confidence(image)
+            return _Segmented(path, model, image, prob, confidence.score)
 
         self._segmenting.add((path, model))
         self._start(self._segment_pool, work, self._segmentation_ready, self._segmentation_failed,
@@ -547,7 +551,8 @@ class MainWindow(QMainWindow):
         self._segmented = result
         self.original_view.set_image(pil_to_qimage(result.image))
         w, h = result.image.size
-        self.statusBar().showMessage(f"{result.path.name}: {w}×{h}, {result.model}")
+        trust = f", confidence {result.confidence:.2f}" if result.confidence is not None else ""
+        self.statusBar().showMessage(f"{result.path.name}: {w}×{h}, {result.model}{trust}")
         self._request_render()
 
     def _segmentation_failed(self, message: str, context: tuple) -> None:
@@ -796,7 +801,8 @@ def run_gui(argv: list[str] | None = None, *, predictor_factory: PredictorFactor
     returns the exit status when the window closes (2 for a usage error)."""
     parser = argparse.ArgumentParser(prog="u2seg gui", description="Open the u2seg desktop window.")
     parser.add_argument("paths", nargs="*", help="pictures or folders to open")
-    parser.add_argument("--model", default=None, help="model name (default: the first with weights)")
+    parser.add_argument("--model", "-m", default=None,
+                        help=f"model name (default {DEFAULT_WEIGHTS}; -m u2netp is the fast one)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # heavy imports stay lazy: `import u2seg.apps.server` must be
 from .http_errors import ApiError, one_line
 from .uploads import DEFAULT_UPLOAD_TIMEOUT, is_image_type, read_upload
 from .url_input import DEFAULT_URL_TIMEOUT, UrlGuard, fetch_url
+from ..weights.registry import DEFAULT_WEIGHTS
 
 __all__ = ["create_app", "serve", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_PIXELS", "RemoveParams",
            "parse_remove_params"]
@@ -210,7 +211,10 @@ class _Service:
             engine.close()
 
     # one request, in a request thread --------------------------------------
-    def process(self, data: bytes, params: RemoveParams, model: str, label: str = "upload") -> bytes:
+    def process(self, data: bytes, params: RemoveParams, model: str, label: str = "upload"
+                ) -> tuple[bytes, float | None, str]:
+        """The encoded output, its confidence score and the model that made it (a cascade's
+        small or large one)."""
         from ..errors import ImageReadError, WeightsError
         from ..infer.engine import Item
         from ..infer.removal import PixelLimitError, RemovalJob
@@ -229,7 +233,8 @@ class _Service:
             if exc is None:
                 if self.metrics is not None:
                     self.metrics.image_done(model)
-                return result.value
+                made_by = result.model if "+" in model and result.model else model  # a cascade: which ran
+                return result.value, result.confidence.score if result.confidence is not None else None, made_by
             if isinstance(exc, ImageReadError):
                 raise ApiError(400, str(exc))
             if isinstance(exc, PixelLimitError):
@@ -264,7 +269,7 @@ class _Service:
 def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers: int = 1,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_queue: int = DEFAULT_MAX_QUEUE, models: Sequence[str] | None = None,
-               default_model: str = "u2netp", max_batch: int | None = None,
+               default_model: str = DEFAULT_WEIGHTS, max_batch: int | None = None,
                batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS, api_keys: str | Path | None = None,
                key_requests_per_minute: int | None = None, key_concurrent: int | None = None,
                url_guard: UrlGuard | None = None, url_timeout: float = DEFAULT_URL_TIMEOUT,
@@ -355,7 +360,8 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
 
     # -------------------------------------------------------------- API
     remove_responses: dict[int | str, dict[str, Any]] = {
-        200: {"content": {"image/png": {}, "image/webp": {}}, "description": "The cutout or the mask."},
+        200: {"content": {"image/png": {}, "image/webp": {}},
+              "description": "The cutout or the mask; `X-U2seg-Confidence` says how much to trust it (0-1)."},
         400: {"description": "Undecodable image or malformed request."},
         413: {"description": "Too many bytes or too many pixels."},
         408: {"description": "The request body took too long."},
@@ -398,22 +404,26 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
             available = service.available()
             model = params.model or service.default(available)
             if model is None:
-                raise ApiError(503, "no model weights are available; fetch some with 'u2seg weights fetch u2netp'")
-            if model not in available:
-                raise ApiError(422, f"unknown model {model!r}; available: {', '.join(available)}")
+                raise ApiError(503, "no model weights are available; fetch some with "
+                                   f"'u2seg weights fetch {DEFAULT_WEIGHTS}'")
+            if model not in available and not _is_available_cascade(model, available):
+                raise ApiError(422, f"unknown model {model!r}; available: {', '.join(available)} "
+                                    f"(or a cascade of two, e.g. u2netp+u2net)")
             if not data:
                 raise ApiError(400, "empty image")
             service.check_header(data)
             loop = asyncio.get_running_loop()
             # The request's context (its id) goes with it into the worker thread's log lines.
             run = functools.partial(contextvars.copy_context().run, service.process, data, params, model, label)
-            body = await loop.run_in_executor(service.executor, run)
+            body, score, made_by = await loop.run_in_executor(service.executor, run)
         except ImageReadError as exc:
             raise ApiError(400, str(exc)) from None
         finally:
             service.in_flight -= 1
         media = "image/webp" if params.format == "webp" else "image/png"
-        headers = {"X-Model": model, "X-Process-Time": f"{time.perf_counter() - started:.3f}"}
+        headers = {"X-Model": made_by, "X-Process-Time": f"{time.perf_counter() - started:.3f}"}
+        if score is not None:
+            headers["X-U2seg-Confidence"] = f"{score:.3f}"
         return Response(body, media_type=media, headers=headers)
 
     async def fetch(url: str) -> bytes:
@@ -523,6 +533,16 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
     return app
 
 
+def _is_available_cascade(model: str, available: Sequence[str]) -> bool:
+    from ..infer.cascade import parse_cascade
+
+    try:
+        pair = parse_cascade(model)
+    except ValueError:
+        return False
+    return pair is not None and all(name in available for name in pair)
+
+
 def _label(filename: str | None) -> str:
     """How an upload is named in error messages: its base name, short and printable."""
     if not filename:
@@ -565,7 +585,7 @@ def serve(host: str = "127.0.0.1", port: int = 7000, *, log_level: str = "info",
     if fetch_default and app_options.get("predictor_factory") is None and app_options.get("models") is None:
         from ..weights import fetch_weights
 
-        name = app_options.get("default_model", "u2netp")
+        name = app_options.get("default_model", DEFAULT_WEIGHTS)
         try:
             fetch_weights(name)
         except WeightsError as exc:
@@ -599,7 +619,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         guard = UrlGuard.from_option(args.allow_private_urls)
     except ValueError as exc:
         parser.error(str(exc))
-    serve(args.host, args.port, log_level=args.log_level, log_format=args.log_format, max_workers=args.workers,
+    serve(args.host, args.port, log_level=args.log_level, log_format=args.log_format, default_model=args.model,
+          max_workers=args.workers,
           max_batch=args.batch_size, batch_wait_ms=args.batch_wait_ms,
           max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
           upload_timeout=args.upload_timeout, api_keys=args.api_keys, key_requests_per_minute=args.key_rpm,
@@ -615,6 +636,9 @@ def build_arg_parser() -> "argparse.ArgumentParser":
         description="Run the u2seg HTTP service and web page (what `u2seg serve` runs).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=7000, help="default 7000")
+    parser.add_argument("--model", "-m", default=DEFAULT_WEIGHTS,
+                        help="model for requests that name none, loaded at start (default %(default)s; "
+                             "-m u2netp is the fast one); every cached model stays available")
     parser.add_argument("--workers", type=int, default=1, help="images processed at once (default 1)")
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="most images per network call, from concurrent requests (default: --workers)")

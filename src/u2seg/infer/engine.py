@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import ImageReadError, U2SegError
 from ..fileio import write_bytes_atomic
 from ..image_io import load_image
+from .confidence import Confidence, estimate_confidence, foreground_probabilities
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -89,6 +90,9 @@ class Result:
     error: str | None = None    # one line
     seconds: dict[str, float] = field(default_factory=dict)
     exception: BaseException | None = field(default=None, repr=False)
+    size: tuple[int, int] | None = None         # the image's (width, height)
+    confidence: Confidence | None = None        # how much to trust the mask (u2seg.infer.confidence)
+    model: str | None = None                    # the model that made it (a cascade's may vary)
 
     @property
     def ok(self) -> bool:
@@ -145,12 +149,26 @@ class Prediction:
     predictor: Predictor
     timer: Timer
     meta: Any = None  # what a callable source returned beside the image
+    _confidence: Confidence | None = field(default=None, repr=False)
 
     def foreground(self) -> Any:
         """The foreground probability at the image's size (timed as post-processing): a float32
         ``H×W`` array, or a device tensor when the Predictor keeps its arithmetic on the device."""
         with self.timer("postprocess"):
             return self.predictor.postprocess(self.probs, self.image.size)
+
+    def confidence(self) -> Confidence:
+        """How much to trust the mask, from the network's own map (computed once; cheap: at the
+        network's size)."""
+        if self._confidence is None:
+            foreground = foreground_probabilities(self.predictor.to_host(self.probs))
+            self._confidence = estimate_confidence(foreground, flip_disagreement=self.prepared.flip_disagreement)
+        return self._confidence
+
+    @property
+    def model(self) -> str | None:
+        """The model that made the probabilities (a cascade records which of its two ran)."""
+        return self.prepared.model or self.predictor.model_name
 
 
 class Job(Protocol):
@@ -159,6 +177,10 @@ class Job(Protocol):
     refuse an image (e.g. over a pixel limit) before any more work is spent on it."""
 
     def finish(self, prediction: Prediction) -> Any: ...
+
+
+# A job may also have ``max_pixels``: the engine's decoder then refuses larger images from their
+# header, before decoding them (``load_image``'s ``max_pixels``, raising ``PixelLimitError``).
 
 
 @dataclass
@@ -183,8 +205,8 @@ class Report:
 
 
 def _error_line(item: Item, exc: BaseException) -> str:
-    if isinstance(exc, ImageReadError):
-        return str(exc)  # already names the file
+    if isinstance(exc, ImageReadError) or getattr(exc, "input_name", None):
+        return " ".join(str(exc).split())  # already names the file
     label = item.name or "image"
     if isinstance(exc, (U2SegError, OSError, ValueError)):
         return f"{label}: {' '.join(str(exc).split())}"
@@ -406,7 +428,8 @@ def _load(predictor: Predictor, flight: _Flight) -> None:
         source = flight.item.source
         if callable(source):
             source, flight.meta = source()
-        flight.image = load_image(source, name=flight.item.name or None)
+        flight.image = load_image(source, name=flight.item.name or None,
+                                  max_pixels=getattr(flight.job, "max_pixels", None))
     admit = getattr(flight.job, "admit", None)
     if admit is not None:
         admit(flight.image)
@@ -424,8 +447,11 @@ def _finish(predictor: Predictor, flight: _Flight, probs: Any) -> Result:
             for path, data in value.contents.items():
                 write_bytes_atomic(data, path)
         written, value = tuple(value.contents), None
+    size, model = flight.image.size, prediction.model
+    confidence = prediction.confidence()
     flight.image = flight.prepared = flight.meta = None
-    return Result(flight.index, flight.item, value, written, None, flight.timer.seconds)
+    return Result(flight.index, flight.item, value, written, None, flight.timer.seconds, size=size,
+                  confidence=confidence, model=model)
 
 
 def _failure(flight: _Flight, exc: BaseException) -> Result:
@@ -445,6 +471,18 @@ def run_one(predictor: Predictor, item: Item, job: Job) -> Any:
     return _finish(predictor, flight, probs).value
 
 
+@contextmanager
+def _bar_cleared(bar: Any) -> Iterator[None]:
+    """Clear the progress bar (when it shows) while callbacks may write, then redraw it; what
+    ``tqdm.write`` does for one line, for any writes (tqdm's lock is re-entrant, so callbacks
+    that use ``tqdm.write`` themselves are fine)."""
+    if bar.disable:
+        yield
+        return
+    with bar.external_write_mode(file=bar.fp):
+        yield
+
+
 def run_job(predictor: Predictor, items: Sequence[Item] | Iterable[Item], job: Job, *, batch_size: int = 1,
             workers: int | None = None, on_error: Callable[[str], None] | None = None,
             on_result: Callable[[Result], None] | None = None, progress: bool | None = None,
@@ -452,7 +490,10 @@ def run_job(predictor: Predictor, items: Sequence[Item] | Iterable[Item], job: J
     """Run ``items`` through an engine of their own and return the :class:`Report`: the batch
     loop of ``u2seg remove``, ``predict``, ``eval``, ``visualize`` and the window's save-all.
     ``on_error`` gets each failure's line, ``on_result`` every result (in input order when
-    ``ordered``); a progress bar shows on stderr for more than one item (``progress``)."""
+    ``ordered``); a progress bar shows on stderr for more than one item (``progress``).
+    While the bar shows, ``on_error`` runs with the bar cleared and redrawn afterwards, so the
+    line it prints (``print``, ``sys.stderr.write``, logging, ``tqdm.write``) stands on a line of
+    its own instead of being glued to a bar fragment."""
     import sys
 
     from tqdm import tqdm
@@ -465,7 +506,8 @@ def run_job(predictor: Predictor, items: Sequence[Item] | Iterable[Item], job: J
             Engine(predictor, batch_size=batch_size, workers=workers, stages=report.stages) as engine:
         for result in engine.run(items, job, ordered=ordered, report=report):
             if result.error is not None and on_error is not None:
-                on_error(result.error)
+                with _bar_cleared(bar):
+                    on_error(result.error)
             if on_result is not None:
                 on_result(result)
             bar.update()

@@ -18,6 +18,7 @@ from PIL import Image
 from ..weights import load_network
 from .backends import Backend, ExportedModel, _int8_kind, create_backend, resolve_backend
 from ..image_io import load_image
+from .confidence import Confidence, estimate_confidence, foreground_probabilities
 from .postprocess import probability_to_mask
 from ..preprocessing import InputNorm, Preprocessing
 from ..resize import resize_map
@@ -35,16 +36,20 @@ ARITHMETIC = ("auto", "host", "device")
 
 
 
-@dataclass(frozen=True)
+@dataclass
 class Prepared:
     """One image made ready for the network: ``size`` is the image's (width, height),
     ``inputs`` the network's input for each TTA scale (``3×h×w`` arrays, or tensors on the
     device), ``pixels`` the full-resolution image as a device tensor when the arithmetic stays
-    there (for compositing without a round trip to the host)."""
+    there (for compositing without a round trip to the host). The network's pass fills in
+    ``flip_disagreement`` (with flip TTA: how much the mirrored pass disagreed, for the
+    confidence score) and ``model`` (a cascade: which of its models made the probabilities)."""
 
     size: tuple[int, int]
     inputs: tuple
     pixels: object = None
+    flip_disagreement: float | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,7 @@ class Predictor:
 
     Args:
         model: a registry name (``"u2netp"``, ``"u2net"``), a ``torch.nn.Module``, or None (the
-            architecture that ``weights`` describes, else ``u2netp``).
+            architecture that ``weights`` describes, else ``u2net``: ``DEFAULT_WEIGHTS``).
         weights: a weights file or folder; None loads the registry's pretrained default.
         size: network input size (int or (width, height)); default from the weights (320).
         input_norm: ``"max"`` (divide by the image's max) or ``"unit"`` (divide by 255).
@@ -182,6 +187,15 @@ class Predictor:
         """Like :meth:`predict` for several images, run through the network as one batch."""
         return self._per_image(images, self.foreground)
 
+    def predict_with_confidence(self, image: ImageInput) -> tuple[np.ndarray, Confidence]:
+        """:meth:`predict`, with how much to trust it (:mod:`u2seg.infer.confidence`)."""
+        loaded = load_image(image)
+        (prepared,) = [self.prepare(loaded)]
+        (probs,) = self.infer([prepared])
+        confidence = estimate_confidence(foreground_probabilities(self.to_host(probs)),
+                                         flip_disagreement=prepared.flip_disagreement)
+        return self.foreground(probs, loaded.size), confidence
+
     def predict_classes(self, image: ImageInput) -> np.ndarray:
         """Class indices, ``uint8 H×W`` at the image's size: the argmax of the class
         probabilities resized to the image (bilinear), for semantic models; foreground ≥ 0.5 (0/1)
@@ -218,6 +232,7 @@ class Predictor:
         base = self.preprocessing.size
         flips = (False, True) if self.tta is not None and self.tta.flip else (False,)
         total = None
+        unflipped = None
         for s, prep in enumerate(self._scaled):
             if device is not None:
                 batch = device.stack([p.inputs[s] for p in prepared])
@@ -228,12 +243,25 @@ class Predictor:
                 probs = self._run(view)
                 if flipped:
                     probs = probs.flip(-1) if device is not None else probs[..., ::-1]
+                    if s == 0:
+                        self._note_flip_disagreement(prepared, unflipped, probs)
+                elif s == 0:
+                    unflipped = probs
                 if prep.size != base:
                     probs = device.resize_probs(probs, base) if device is not None else _resize_probs(probs, base)
                 total = probs if total is None else total + probs
         if len(self._scaled) * len(flips) > 1:
             total = total / (len(self._scaled) * len(flips))
         return list(total)
+
+    def _note_flip_disagreement(self, prepared: Sequence[Prepared], plain, mirrored) -> None:
+        """Mean |p − p of the mirrored pass| per image, on the foreground map."""
+        plain, mirrored = self.to_host(plain), self.to_host(mirrored)
+        for i, item in enumerate(prepared):
+            a, b = plain[i], mirrored[i]
+            fg_a = a[0] if a.shape[0] == 1 else 1.0 - a[0]
+            fg_b = b[0] if b.shape[0] == 1 else 1.0 - b[0]
+            item.flip_disagreement = float(np.abs(fg_a - fg_b).mean())
 
     def _run(self, batch):
         if self.device_arithmetic is not None:

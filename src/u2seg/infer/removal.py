@@ -11,25 +11,49 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import PixelLimitError  # defined there (load_image raises it too); importable from here
 from .engine import Files, Item, Prediction, Report, run_job, run_one
 from .files import Task
-from ..image_io import encode_image
+from ..image_io import carry_icc_profile, encode_image
 from .predictor import ImageInput, Predictor
+from .confidence import DEFAULT_REVIEW_BELOW
+from .records import RecordLog, record_of
 from .refine import RefineOptions, finish_output, needs_host, refine_output
 from .sessions import get_predictor
 
-__all__ = ["RemovalJob", "remove", "render", "remove_files", "network_threads"]
+__all__ = ["RemovalJob", "Review", "PixelLimitError", "remove", "render", "remove_files", "network_threads"]
+
+
+@dataclass(frozen=True)
+class Review:
+    """Where results scoring under ``below`` get a second copy for a person to check: ``folder``,
+    mirroring each output's path under ``root``."""
+
+    folder: Path
+    below: float = DEFAULT_REVIEW_BELOW
+    root: Path | None = None
+
+    def path_for(self, output: Path) -> Path:
+        try:
+            relative = output.relative_to(self.root) if self.root is not None else Path(output.name)
+        except ValueError:
+            relative = Path(output.name)
+        return self.folder / relative
 
 
 @dataclass(frozen=True)
 class RemovalJob:
     """Mask or cutout of each image, refined by ``options``; encoded as ``fmt`` (``None``: the
-    PIL image itself). Items with an ``output`` path get it written."""
+    PIL image itself, with its confidence in ``info["u2seg_confidence"]``). Items with an
+    ``output`` path get it written, and a copy under ``review`` when the confidence is low."""
 
     options: RefineOptions = RefineOptions()
     fmt: str | None = "png"
     compression: int = 3
-    max_pixels: int | None = None  # refuse larger images right after decoding
+    # Refuse larger images (PixelLimitError): from the file's header, before decoding, where it
+    # tells the size (the engine hands this to load_image), else right after decoding (admit).
+    max_pixels: int | None = None
+    review: Review | None = None
 
     def admit(self, image: Image.Image) -> None:
         if self.max_pixels is not None and image.width * image.height > self.max_pixels:
@@ -39,20 +63,24 @@ class RemovalJob:
     def finish(self, prediction: Prediction) -> Files | bytes | Image.Image:
         output = render_prediction(prediction, self.options)
         if self.fmt is None:
+            output.info["u2seg_confidence"] = prediction.confidence().as_dict()
             return output
         with prediction.timer("encode"):
             data = encode_image(output, self.fmt, compression=self.compression)
         target = prediction.item.output
-        return Files({target: data}) if target is not None else data
-
-
-class PixelLimitError(ValueError):
-    """An image over a job's pixel limit."""
+        if target is None:
+            return data
+        files = {target: data}
+        if self.review is not None and prediction.confidence().score < self.review.below:
+            files[self.review.path_for(target)] = data
+        return Files(files)
 
 
 def render_prediction(prediction: Prediction, options: RefineOptions) -> Image.Image:
     """The refined output of one prediction: on the device when the Predictor keeps its
-    arithmetic there and the options allow it, else on the host (:func:`refine_output`)."""
+    arithmetic there and the options allow it, else on the host (:func:`refine_output`). A cutout
+    or composite carries the input's RGB ICC profile (``info["icc_profile"]``, embedded by the
+    encoder); a mask carries none (an RGB profile is invalid on a grey image)."""
     prob = prediction.foreground()
     device = prediction.predictor.device_arithmetic
     with prediction.timer("refine"):
@@ -60,7 +88,7 @@ def render_prediction(prediction: Prediction, options: RefineOptions) -> Image.I
             return refine_output(prediction.image, prediction.predictor.to_host(prob), options)
         alpha = prob if options.threshold is None else (prob >= options.threshold).float()
         pixels = device.mask(alpha) if options.only_mask else device.cutout(prediction.prepared.pixels, alpha)
-        return finish_output(pixels, options)[0]
+        return carry_icc_profile(prediction.image, finish_output(pixels, options)[0])
 
 
 def render(predictor: Predictor, image: ImageInput, options: RefineOptions = RefineOptions()) -> Image.Image:
@@ -95,11 +123,26 @@ def network_threads(files: int, precision: str = "fp32") -> int | None:
 def remove_files(predictor: Predictor, tasks: Sequence[Task], options: RefineOptions = RefineOptions(), *,
                  fmt: str = "png", compression: int = 3, batch_size: int = 1,
                  workers: int | None = None, on_error: Callable[[str], None] | None = None,
-                 progress: bool | None = None) -> Report:
+                 progress: bool | None = None, report: str | Path | None = None,
+                 review: Review | None = None) -> Report:
     """Process planned tasks (see :func:`u2seg.infer.files.plan_outputs`) through the engine:
     decode, pre-process, network, refine, encode and write overlap in bounded queues (flat memory
     whatever the number of files); a file that fails is reported through ``on_error`` and the
-    rest still run."""
+    rest still run. ``report``: a JSON-lines file that gets one record per image (appended);
+    ``review``: low-confidence outputs also go there."""
     items = [Item(task.source, str(task.source), task.output) for task in tasks]
-    return run_job(predictor, items, RemovalJob(options, fmt, compression), batch_size=batch_size,
-                   workers=workers, on_error=on_error, progress=progress)
+    job = RemovalJob(options, fmt, compression, review=review)
+    log = RecordLog(report) if report is not None else None
+
+    def on_result(result) -> None:  # noqa: ANN001 - an engine Result
+        if log is None:
+            return
+        copies = [path for path in result.written if review is not None and path.is_relative_to(review.folder)]
+        log.write(record_of(result, review=copies[0] if copies else None))
+
+    try:
+        return run_job(predictor, items, job, batch_size=batch_size, workers=workers, on_error=on_error,
+                       on_result=on_result, progress=progress)
+    finally:
+        if log is not None:
+            log.close()

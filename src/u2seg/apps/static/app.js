@@ -8,7 +8,7 @@
     drop: $("drop"), input: $("file-input"), fileName: $("file-name"),
     model: $("model"), modelRow: $("model-row"), modelInfo: $("model-info"),
     thresholdOn: $("threshold-enable"), threshold: $("threshold"), thresholdValue: $("threshold-value"),
-    postProcess: $("post-process"),
+    postProcess: $("post-process"), edgeRefine: $("edge-refine"),
     matting: $("matting"), mattingOptions: $("matting-options"),
     fg: $("fg-threshold"), bg: $("bg-threshold"), erode: $("erode-size"),
     bgColor: $("bgcolor"), bgColorRadio: $("bg-color-radio"), crop: $("crop"), format: $("format"),
@@ -83,6 +83,7 @@
     if (els.model.value) options.model = els.model.value;
     if (els.thresholdOn.checked) options.threshold = (Number(els.threshold.value) / 100).toFixed(2);
     if (els.postProcess.checked) options.post_process_mask = "true";
+    if (els.edgeRefine.checked) options.edge_refine = "true";
     if (els.matting.checked) {
       options.alpha_matting = "true";
       options.alpha_matting_foreground_threshold = els.fg.value;
@@ -106,7 +107,8 @@
       } catch (_) { /* not JSON */ }
       throw new Error(detail);
     }
-    return { blob: await response.blob(), model: response.headers.get("X-Model") };
+    return { blob: await response.blob(), model: response.headers.get("X-Model"),
+             confidence: response.headers.get("X-U2seg-Confidence") };
   }
 
   // ------------------------------------------------------------------ the work
@@ -138,7 +140,8 @@
       await Promise.all([els.mask.decode().catch(() => {}), els.cutout.decode().catch(() => {})]);
       const seconds = ((performance.now() - started) / 1000).toFixed(2);
       const size = els.original.naturalWidth ? ` · ${els.original.naturalWidth}×${els.original.naturalHeight}` : "";
-      setStatus(`Done in ${seconds} s · ${cutout.model || "model"}${size} · ${humanBytes(cutout.blob.size)}`);
+      const trust = cutout.confidence ? ` · confidence ${cutout.confidence}` : "";
+      setStatus(`Done in ${seconds} s · ${cutout.model || "model"}${size} · ${humanBytes(cutout.blob.size)}${trust}`);
       state.runs += 1;
       document.body.dataset.runs = String(state.runs);
       setState("done");
@@ -244,7 +247,7 @@
     radio.addEventListener("change", () => schedule(0));
   }
   els.bgColor.addEventListener("input", () => { els.bgColorRadio.checked = true; schedule(); });
-  for (const el of [els.postProcess, els.crop, els.format, els.model]) {
+  for (const el of [els.postProcess, els.edgeRefine, els.crop, els.format, els.model]) {
     el.addEventListener("change", () => schedule(0));
   }
 
@@ -274,7 +277,7 @@
         }
         els.modelRow.hidden = info.models.length < 2;
         if (!info.models.length) {
-          setStatus("No model weights on the server: run 'u2seg weights fetch u2netp' there.", true);
+          setStatus("No model weights on the server: run 'u2seg weights fetch u2net' there.", true);
         } else {
           const chosen = info.models.find((m) => m.name === info.default) || info.models[0];
           els.modelInfo.textContent = `model: ${chosen.name}`;
