@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from u2seg.image_io import encode_image, load_image  # noqa: E402
+from u2seg.image_encode import encode_image  # noqa: E402
+from u2seg.image_io import load_image  # noqa: E402
 from u2seg.infer.bench import FixedMapBackend, generated_photos  # noqa: E402
 from u2seg.infer.predictor import Predictor  # noqa: E402
 from u2seg.infer.refine import RefineOptions, refine_output  # noqa: E402

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from u2seg.image_io import encode_image, load_image
+from u2seg.image_encode import encode_image
+from u2seg.image_io import load_image
 from u2seg.infer.files import Task
 from u2seg.infer.refine import RefineOptions
 from u2seg.infer.removal import remove, remove_files

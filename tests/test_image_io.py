@@ -15,14 +15,8 @@ from PIL import Image
 
 from u2seg.errors import ImageReadError, U2SegError
 from u2seg import image_io
-from u2seg.image_io import (
-    IMAGE_EXTENSIONS,
-    OUTPUT_FORMATS,
-    encode_image,
-    load_image,
-    save_image,
-    write_bytes_atomic,
-)
+from u2seg.image_encode import OUTPUT_FORMATS, encode_image, save_image, write_bytes_atomic
+from u2seg.image_io import IMAGE_EXTENSIONS, load_image
 
 skdata = pytest.importorskip("skimage.data")
 

@@ -52,7 +52,8 @@ from PySide6.QtWidgets import (
 from ..errors import U2SegError
 from ..infer.engine import Report
 from ..infer.files import Plan, plan_pairs
-from ..image_io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, load_image, save_image
+from ..image_encode import OUTPUT_FORMATS, save_image
+from ..image_io import IMAGE_EXTENSIONS, load_image
 from ..infer.refine import RefineOptions, refine
 from ..weights.registry import DEFAULT_WEIGHTS
 

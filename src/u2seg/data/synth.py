@@ -34,7 +34,7 @@ from PIL import Image
 
 from ..errors import U2SegError
 from ..fileio import write_bytes_atomic
-from ..image_io import save_image
+from ..image_encode import save_image
 
 __all__ = ["FINE_ASPECT", "PHOTOS", "SHAPES", "SynthSample", "class_names", "fine_sample", "make_synthetic_dataset",
            "synth_sample"]

@@ -55,7 +55,7 @@ class PredictionFilesJob:
     alpha: float = 0.5
 
     def finish(self, prediction: Prediction) -> Files:
-        from ..image_io import encode_image
+        from ..image_encode import encode_image
         from ..infer.postprocess import probability_to_mask
 
         predictor, image = prediction.predictor, prediction.image.convert("RGB")
@@ -100,7 +100,8 @@ def write_triptychs(dataset, out_dir: str | Path, *, predictor: Predictor | None
     class PNG); give exactly one. Existing sheets are kept unless ``overwrite``: then nothing is
     written and the error names them."""
     from ..data.datasets import read_mask
-    from ..image_io import IMAGE_EXTENSIONS, load_image, save_image
+    from ..image_encode import save_image
+    from ..image_io import IMAGE_EXTENSIONS, load_image
 
     if (predictor is None) == (pred_dir is None):
         raise ValueError("give a predictor or a pred_dir (exactly one)")
@@ -159,7 +160,7 @@ class SheetJob:
     height: int | None = None
 
     def finish(self, prediction: Prediction) -> Files:
-        from ..image_io import encode_image
+        from ..image_encode import encode_image
 
         predictor, image = prediction.predictor, prediction.image.convert("RGB")
         binary = predictor.num_classes == 1

@@ -11,8 +11,8 @@ from .._lazy import lazy_exports
 
 _LAZY = {
     "Plan": "files", "Task": "files", "plan_outputs": "files",
-    "IMAGE_EXTENSIONS": "u2seg.image_io", "OUTPUT_FORMATS": "u2seg.image_io", "encode_image": "u2seg.image_io",
-    "load_image": "u2seg.image_io", "save_image": "u2seg.image_io",
+    "IMAGE_EXTENSIONS": "u2seg.image_io", "OUTPUT_FORMATS": "u2seg.image_encode", "encode_image": "u2seg.image_encode",
+    "load_image": "u2seg.image_io", "save_image": "u2seg.image_encode",
     "parse_color": "postprocess", "probability_to_mask": "postprocess",
     "RefineOptions": "refine", "refine_output": "refine",
     "Predictor": "predictor", "Preprocessing": "u2seg.preprocessing", "TTA": "predictor",

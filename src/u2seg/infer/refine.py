@@ -512,7 +512,7 @@ def refine_output(image: Image.Image, prob: np.ndarray,
     composited over ``bgcolor`` / ``background`` (RGB when opaque, else RGBA).
 
     A cutout or composite keeps ``image``'s RGB ICC profile (``info["icc_profile"]``), which
-    :func:`u2seg.image_io.encode_image` embeds, so colours do not shift in photo tools. The
+    :func:`u2seg.image_encode.encode_image` embeds, so colours do not shift in photo tools. The
     mask keeps none: it holds alpha, not colours, and an RGB profile is invalid on a grey image.
 
     ``image`` is a PIL image (what :func:`u2seg.infer.load_image` returns); ``prob`` the

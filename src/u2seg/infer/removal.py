@@ -14,7 +14,8 @@ from PIL import Image
 from ..errors import PixelLimitError  # defined there (load_image raises it too); importable from here
 from .engine import Files, Item, Prediction, Report, run_job, run_one
 from .files import Task
-from ..image_io import carry_icc_profile, encode_image
+from ..image_encode import encode_image
+from ..image_io import carry_icc_profile
 from .predictor import ImageInput, Predictor
 from .confidence import DEFAULT_REVIEW_BELOW
 from .records import RecordLog, record_of
