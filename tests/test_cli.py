@@ -55,7 +55,7 @@ def test_cutouts_files_globs_bgcolor_and_webp(use_pretrained_home, photos, tmp_p
     assert main(["remove", str(photos / "coffee.jpg"), str(photos / "sub" / "*.png"), "-o", str(out),
                  "-m", "u2netp"]) == 0
     cut = Image.open(out / "coffee.png")
-    assert cut.mode == "RGBA" and {p.name for p in out.iterdir()} == {"coffee.png", "astronaut.png"}
+    assert cut.mode == "RGBA" and {p.name for p in out.iterdir()} == {"coffee.png", "astronaut.png", ".u2seg-manifest.jsonl"}
     alpha = np.asarray(cut)[..., 3]
     assert alpha[150:250, 250:350].mean() > 240 and alpha[:30, :30].mean() < 5
     assert main(["remove", str(photos / "coffee.jpg"), "-o", str(out / "bg"), "--bgcolor", "255", "0", "0", "255",

@@ -77,11 +77,12 @@ def test_report_and_review(use_pretrained_home, photos, tmp_path, capsys):
     assert flat.score < 0.5 and flat.review == str(review / "sub" / "flat.png")
     assert (review / "sub" / "flat.png").read_bytes() == (out / "sub" / "flat.png").read_bytes()
     assert not (review / "coffee.png").exists()
-    assert broken.status == "failed" and "not an image" in broken.error and broken.output is None
+    assert broken.status == "failed" and "not an image" in broken.error
+    assert broken.output == str(out / "broken.png") and not (out / "broken.png").exists()  # what it was for
     assert "wrote 2 file(s)" in capsys.readouterr().err
 
     # A second run appends; --review-below moves the bar.
-    assert main(["remove", str(photos / "coffee.jpg"), "-o", str(out), "-m", "u2netp", "--overwrite",
+    assert main(["remove", str(photos / "coffee.jpg"), "-o", str(out), "-m", "u2netp", "--force",
                  "--report", str(report), "--review", str(review), "--review-below", "0.99"]) == 0
     lines = report.read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[-1])["review"] == str(review / "coffee.png")

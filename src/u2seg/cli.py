@@ -40,7 +40,12 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
     add_cli_arguments(p, "output")  # --format
     p.add_argument("--compression", type=int, default=3, choices=range(10), metavar="0-9",
                    help="PNG zlib level / WebP effort: lower is faster, larger (default 3)")
-    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that exist although this job's manifest did not write them")
+    job = p.add_argument_group("resuming (folder jobs keep a manifest: OUTDIR/.u2seg-manifest.jsonl)")
+    job.add_argument("--manifest", type=Path, metavar="PATH", help="keep the job's manifest here instead")
+    job.add_argument("--force", action="store_true", help="redo every image, even those already done")
+    job.add_argument("--retry-failed", action="store_true", help="try the images that failed before again")
     p.add_argument("--flip", action="store_true",
                    help="average with the mirror image (test-time augmentation; also feeds the confidence score)")
     review = p.add_argument_group("confidence")
@@ -130,6 +135,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     from .infer import encode_image, load_image, plan_outputs, remove_files, render
     from .infer.confidence import DEFAULT_REVIEW_BELOW
     from .infer.predictor import TTA
+    from .infer.manifest import MANIFEST_NAME, Manifest, settings_digest
     from .infer.removal import Review
 
     options = _refine_options(args)  # bad values fail here, before any work
@@ -149,12 +155,10 @@ def _cmd_remove(args: argparse.Namespace) -> int:
 
     plan = None
     if not stdin:
-        plan = plan_outputs(args.inputs, args.output, fmt=args.format, overwrite=args.overwrite)
+        # Every output is planned; the manifest decides which exist because this job wrote them.
+        plan = plan_outputs(args.inputs, args.output, fmt=args.format, overwrite=True)
         if _report_plan_problems(plan):
             return EXIT_USAGE
-        if plan.existing:
-            _err(f"skipping {len(plan.existing)} file(s) whose output exists, e.g. "
-                 f"{plan.existing[0].output} (use --overwrite to replace)")
         if not plan.tasks:
             return EXIT_FAILED_INPUTS if plan.missing else EXIT_OK
 
@@ -169,10 +173,25 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
         return EXIT_OK
 
-    report = remove_files(predictor, plan.tasks, options, fmt=args.format, compression=args.compression,
+    manifest = Manifest(args.manifest or args.output / MANIFEST_NAME,
+                        settings_digest(predictor, options, args.format, args.compression))
+    if manifest.torn:
+        _err(f"note: the last line of {manifest.path} was cut short (an interrupted run); it was dropped")
+    decision = manifest.decide(plan.tasks, force=args.force, retry_failed=args.retry_failed, overwrite=args.overwrite)
+    if decision.not_ours:
+        _err(f"skipping {len(decision.not_ours)} file(s) whose output exists and was not written by this job, "
+             f"e.g. {decision.not_ours[0].output} (use --overwrite to replace)")
+    if decision.done:
+        _err(f"{len(decision.done)} file(s) already done with these settings (--force redoes them)")
+    if decision.failed:
+        _err(f"{len(decision.failed)} file(s) failed before (--retry-failed tries them again)")
+    if not decision.run:
+        return EXIT_FAILED_INPUTS if plan.missing or decision.failed else EXIT_OK
+    report = remove_files(predictor, decision.run, options, fmt=args.format, compression=args.compression,
                           batch_size=args.batch_size, workers=args.workers,
-                          on_error=lambda line: _err(f"error: {line}"), report=args.report, review=review)
-    failed = len(report.failed) + len(plan.missing)
+                          on_error=lambda line: _err(f"error: {line}"), report=args.report, review=review,
+                          manifest=manifest)
+    failed = len(report.failed) + len(plan.missing) + len(decision.failed)
     copies = sum(1 for path in report.written if review is not None and path.is_relative_to(review.folder))
     _err(f"wrote {len(report.written) - copies} file(s) to {args.output}"
          + (f" (+{copies} for review in {review.folder})" if copies else "") + (f"; {failed} failed" if failed else ""))
@@ -633,6 +652,33 @@ def _run_app(module: str, function: str, argv: list[str]) -> int:
     return int(entry(argv) or 0)
 
 
+def _add_jobs(sub: argparse._SubParsersAction) -> None:
+    jobs = sub.add_parser("jobs", help="folder jobs: what their manifests say")
+    actions = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    status = actions.add_parser("status", help="done, failed and interrupted outputs of OUTDIR's job, and its speed")
+    status.add_argument("output", type=Path, metavar="OUTDIR")
+    status.add_argument("--manifest", type=Path, metavar="PATH", help="a manifest kept elsewhere")
+    status.add_argument("--json", action="store_true", help="as one JSON object")
+    status.set_defaults(func=_cmd_jobs_status)
+
+
+def _cmd_jobs_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .infer.manifest import MANIFEST_NAME, summarise
+
+    path = args.manifest or args.output / MANIFEST_NAME
+    if not path.is_file():
+        raise U2SegError(f"{path}: no manifest (run 'u2seg remove INPUT -o {args.output}' first)")
+    summary = summarise(path)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key:28} {value}")
+    return EXIT_OK
+
+
 def _add_keys(sub: argparse._SubParsersAction) -> None:
     keys = sub.add_parser("keys", help="API keys for 'u2seg serve --api-keys KEYS'")
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -710,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_visualize(sub)
     _add_apps(sub)
     _add_keys(sub)
+    _add_jobs(sub)
     _add_models(sub)
     return parser
 

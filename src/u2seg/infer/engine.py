@@ -93,6 +93,7 @@ class Result:
     size: tuple[int, int] | None = None         # the image's (width, height)
     confidence: Confidence | None = None        # how much to trust the mask (u2seg.infer.confidence)
     model: str | None = None                    # the model that made it (a cascade's may vary)
+    meta: Any = None                            # what a callable source returned beside the image
 
     @property
     def ok(self) -> bool:
@@ -447,17 +448,18 @@ def _finish(predictor: Predictor, flight: _Flight, probs: Any) -> Result:
             for path, data in value.contents.items():
                 write_bytes_atomic(data, path)
         written, value = tuple(value.contents), None
-    size, model = flight.image.size, prediction.model
+    size, model, meta = flight.image.size, prediction.model, flight.meta
     confidence = prediction.confidence()
     flight.image = flight.prepared = flight.meta = None
     return Result(flight.index, flight.item, value, written, None, flight.timer.seconds, size=size,
-                  confidence=confidence, model=model)
+                  confidence=confidence, model=model, meta=meta)
 
 
 def _failure(flight: _Flight, exc: BaseException) -> Result:
     if not isinstance(exc, (U2SegError, OSError, ValueError)):  # not the input's fault: keep the trace
         log.debug("%s failed", flight.item.name or "an item", exc_info=exc)
-    return Result(flight.index, flight.item, None, (), _error_line(flight.item, exc), flight.timer.seconds, exc)
+    return Result(flight.index, flight.item, None, (), _error_line(flight.item, exc), flight.timer.seconds, exc,
+                  meta=flight.meta)
 
 
 def run_one(predictor: Predictor, item: Item, job: Job) -> Any:

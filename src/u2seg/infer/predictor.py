@@ -150,6 +150,7 @@ class Predictor:
             backend = create_backend(target, backend=engine, precision=precision, device=device,
                                      threads=threads, calibration=calibration, compile=compile)
         self.backend: Backend = backend
+        self.weights_config: dict = dict(config)   # what the weights say of themselves (checksums, recipe)
         default_size = tuple(config.get("input_size", (320, 320)))
         self.preprocessing = Preprocessing(
             size=_as_size(size) if size is not None else _as_size(default_size),

@@ -27,7 +27,7 @@ __all__ = ["ImageRecord", "RecordLog", "record_of"]
 class ImageRecord:
     input: str
     output: str | None = None
-    status: str = "done"                       # done | failed
+    status: str = "done"                       # done | failed (| started: the manifest, before writing)
     size: list[int] | None = None              # width, height
     model: str | None = None
     score: float | None = None                 # confidence in [0, 1]
@@ -35,6 +35,11 @@ class ImageRecord:
     seconds: dict[str, float] = field(default_factory=dict)
     review: str | None = None                  # where a copy went for a person to check
     error: str | None = None
+    # The job manifest's facts (u2seg.infer.manifest): the input as decoded, and the settings digest.
+    input_bytes: int | None = None
+    input_mtime_ns: int | None = None
+    input_sha256: str | None = None
+    settings: str | None = None
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_json(self) -> str:
@@ -42,19 +47,23 @@ class ImageRecord:
 
     @classmethod
     def from_json(cls, line: str) -> ImageRecord:
-        return cls(**json.loads(line))
+        fields = json.loads(line)
+        if not isinstance(fields, dict) or "input" not in fields:
+            raise ValueError("not an image record")
+        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
 
 
 def record_of(result: Result, *, review: Path | None = None) -> ImageRecord:
     """The record of one engine result (``review``: the copy written for review, if any)."""
     written = [path for path in result.written if path != review]
+    output = written[0] if written else result.item.output   # a failure names the output it was for
     confidence = result.confidence.as_dict() if result.confidence is not None else None
     return ImageRecord(
-        input=result.item.name or str(result.item.source), output=str(written[0]) if written else None,
+        input=result.item.name or str(result.item.source), output=str(output) if output else None,
         status="done" if result.ok else "failed", size=list(result.size) if result.size else None,
         model=result.model, score=confidence["score"] if confidence else None, confidence=confidence,
         seconds={k: round(v, 4) for k, v in result.seconds.items()}, review=str(review) if review else None,
-        error=result.error)
+        error=result.error, **(result.meta if isinstance(result.meta, dict) else {}))
 
 
 class RecordLog:

@@ -18,6 +18,7 @@ from ..image_encode import encode_image
 from ..image_io import carry_icc_profile
 from .predictor import ImageInput, Predictor
 from .confidence import DEFAULT_REVIEW_BELOW
+from .manifest import Manifest
 from .records import RecordLog, record_of
 from .refine import RefineOptions, finish_output, needs_host, refine_output
 from .sessions import get_predictor
@@ -125,21 +126,29 @@ def remove_files(predictor: Predictor, tasks: Sequence[Task], options: RefineOpt
                  fmt: str = "png", compression: int = 3, batch_size: int = 1,
                  workers: int | None = None, on_error: Callable[[str], None] | None = None,
                  progress: bool | None = None, report: str | Path | None = None,
-                 review: Review | None = None) -> Report:
+                 review: Review | None = None, manifest: Manifest | None = None) -> Report:
     """Process planned tasks (see :func:`u2seg.infer.files.plan_outputs`) through the engine:
     decode, pre-process, network, refine, encode and write overlap in bounded queues (flat memory
     whatever the number of files); a file that fails is reported through ``on_error`` and the
     rest still run. ``report``: a JSON-lines file that gets one record per image (appended);
-    ``review``: low-confidence outputs also go there."""
-    items = [Item(task.source, str(task.source), task.output) for task in tasks]
+    ``review``: low-confidence outputs also go there; ``manifest``: the job's manifest (it reads
+    each input, records it, and gets each result's record)."""
+    items = [Item(manifest.source_for(task) if manifest is not None else task.source, str(task.source),
+                  task.output) for task in tasks]
     job = RemovalJob(options, fmt, compression, review=review)
     log = RecordLog(report) if report is not None else None
+    if manifest is not None:
+        manifest.open()
 
     def on_result(result) -> None:  # noqa: ANN001 - an engine Result
-        if log is None:
+        if log is None and manifest is None:
             return
         copies = [path for path in result.written if review is not None and path.is_relative_to(review.folder)]
-        log.write(record_of(result, review=copies[0] if copies else None))
+        record = record_of(result, review=copies[0] if copies else None)
+        if manifest is not None:
+            manifest.write(record)
+        if log is not None:
+            log.write(record)
 
     try:
         return run_job(predictor, items, job, batch_size=batch_size, workers=workers, on_error=on_error,
@@ -147,3 +156,5 @@ def remove_files(predictor: Predictor, tasks: Sequence[Task], options: RefineOpt
     finally:
         if log is not None:
             log.close()
+        if manifest is not None:
+            manifest.close()
