@@ -198,12 +198,18 @@ def main(argv: list[str] | None = None) -> int:
                     record("slow", -1)
 
         peak = [0]
+        quarters: dict[int, float] = {}   # RSS (MiB) when 25/50/75 % of the soak's requests were answered
 
         def sample() -> None:
             while not stop.wait(0.2):
                 now = rss_bytes(server.pid)
                 if now:
                     peak[0] = max(peak[0], now["VmRSS"])
+                    with lock:
+                        answered = sum(c for (k, _), c in results.items() if k != "slow")
+                    for q in (25, 50, 75):
+                        if q not in quarters and answered >= args.requests * q / 100:
+                            quarters[q] = round(now["VmRSS"] / MIB, 1)
 
         def run_clients(count: int) -> float:
             limit_index[0] += count
@@ -250,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     five_xx = sum(c for (_, s), c in (results + baseline_results).items() if s is not None and s >= 500)
     failed_valid = sum(c for (k, s), c in results.items() if k == "valid" and s != 200)
     growth = (rss_after["VmRSS"] - rss_before["VmRSS"]) / rss_before["VmRSS"] if rss_before and rss_after else None
+    # A leak keeps growing; a warm-up (allocator arenas, the first batch of two) steps up once.
+    half = quarters.get(50)
+    late_growth = (rss_after["VmRSS"] / MIB - half) / half if half and rss_after else None
     p50_ratio = percentile(latencies, 0.5) / percentile(baseline, 0.5) if latencies and baseline else None
     summary = {
         "requests": next_index[0] - args.baseline, "baseline_requests": args.baseline, "wall_s": round(wall, 1), "clients": args.clients,
@@ -260,11 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         "valid_p50_vs_baseline": round(p50_ratio, 2) if p50_ratio else None,
         "server_rss_mib": {"after_baseline": round(rss_before["VmRSS"] / MIB, 1) if rss_before else None,
                            "after_soak": round(rss_after["VmRSS"] / MIB, 1) if rss_after else None,
-                           "peak": round(peak[0] / MIB, 1), "growth_pct": round(100 * growth, 2) if growth is not None else None},
+                           "at_25_50_75_pct": [quarters.get(q) for q in (25, 50, 75)],
+                           "peak": round(peak[0] / MIB, 1), "growth_pct": round(100 * growth, 2) if growth is not None else None,
+                           "growth_second_half_pct": round(100 * late_growth, 2) if late_growth is not None else None},
         "workers": args.workers, "photo_side": args.side, "cpus": os.cpu_count(),
     }
     goals = {"zero_5xx": five_xx == 0, "no_failed_valid": failed_valid == 0,
              "memory_growth_le_5pct": growth is not None and growth <= 0.05,
+             "memory_flat_in_second_half": late_growth is not None and late_growth <= 0.05,
              "slow_clients_do_not_block": p50_ratio is not None and p50_ratio <= 1.25}
     summary["goals"] = goals
     text = json.dumps(summary, indent=2)
