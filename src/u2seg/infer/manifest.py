@@ -101,8 +101,8 @@ class Manifest:
     def decide(self, tasks: Sequence[Task], *, force: bool = False, retry_failed: bool = False,
                overwrite: bool = False) -> Decision:
         decision = Decision()
+        _remove_our_temporaries([task.output for task in tasks])
         for task in tasks:
-            _remove_our_temporaries(task.output)
             record = self.latest.get(str(task.output))
             exists = task.output.exists()
             if force and (not exists or overwrite or str(task.output) in self.owned):
@@ -160,16 +160,24 @@ def _unchanged(source: Path, record: ImageRecord) -> bool:
     return hashlib.sha256(source.read_bytes()).hexdigest() == record.input_sha256
 
 
-def _remove_our_temporaries(output: Path) -> None:
-    """Temporary files that an interrupted atomic write of ``output`` left (``.NAME.*.tmp``)."""
-    folder = output.parent
-    if not folder.is_dir():
-        return
-    for leftover in folder.glob(f".{output.name}.*.tmp"):
+def _remove_our_temporaries(outputs: Sequence[Path]) -> None:
+    """Temporary files that interrupted atomic writes of ``outputs`` left (``.NAME.XXXX.tmp``
+    beside each): each folder is listed once, whatever the number of outputs."""
+    by_folder: dict[Path, set[str]] = {}
+    for output in outputs:
+        by_folder.setdefault(output.parent, set()).add(output.name)
+    for folder, names in by_folder.items():
         try:
-            os.unlink(leftover)
+            entries = list(os.scandir(folder))
         except OSError:
-            pass
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") \
+                    and entry.name[1:-4].rsplit(".", 1)[0] in names:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
 
 
 def summarise(path: Path) -> dict[str, Any]:
