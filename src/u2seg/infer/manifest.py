@@ -88,7 +88,7 @@ class Manifest:
         records, self.torn = read_manifest(path)
         if self.torn:  # cut the torn line so that new records start on a line of their own
             data = path.read_bytes()
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
+            os.truncate(path, data.rfind(b"\n") + 1)
         self.latest: dict[str, ImageRecord] = {}
         self.owned: set[str] = set()
         for record in records:
