@@ -46,6 +46,11 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
     job.add_argument("--manifest", type=Path, metavar="PATH", help="keep the job's manifest here instead")
     job.add_argument("--force", action="store_true", help="redo every image, even those already done")
     job.add_argument("--retry-failed", action="store_true", help="try the images that failed before again")
+    job.add_argument("--watch", action="store_true",
+                     help="keep watching the INPUT folder (sub-folders too) and process images as they arrive, "
+                          "once each per content and settings; Ctrl-C or SIGTERM stops after the images in flight")
+    job.add_argument("--settle", type=float, default=None, metavar="S",
+                     help="--watch: take a file once unchanged this long (default 1 s; at once when its writer closes it)")
     p.add_argument("--flip", action="store_true",
                    help="average with the mirror image (test-time augmentation; also feeds the confidence score)")
     review = p.add_argument_group("confidence")
@@ -153,6 +158,8 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         raise U2SegError("--review-below needs --review DIR")
     review = Review(args.review, below, args.output) if args.review is not None else None
 
+    if args.watch:
+        return _watch(args, options, review)
     plan = None
     if not stdin:
         # Every output is planned; the manifest decides which exist because this job wrote them.
@@ -650,6 +657,45 @@ def _run_app(module: str, function: str, argv: list[str]) -> int:
         extra = "gui" if module.endswith("gui") else "server"
         raise U2SegError(f"{exc.name or exc} is not installed: pip install 'u2seg[{extra}]'") from None
     return int(entry(argv) or 0)
+
+
+def _watch(args: argparse.Namespace, options, review) -> int:
+    """``u2seg remove --watch IN -o OUT``: the engine fed by the folder's new images until a signal."""
+    import signal
+    import threading
+    import time
+
+    from .infer.manifest import MANIFEST_NAME, Manifest, settings_digest
+    from .infer.removal import remove_files
+    from .infer.watch import DEFAULT_SETTLE_S, watch_tasks
+
+    if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir() or args.output is None:
+        raise U2SegError("--watch takes one folder and -o OUTDIR: u2seg remove --watch IN -o OUT")
+    settle = DEFAULT_SETTLE_S if args.settle is None else args.settle
+    if settle < 0:
+        raise U2SegError(f"--settle must not be negative, got {settle:g}")
+    predictor = _predictor(args, files=2)
+    manifest = Manifest(args.manifest or args.output / MANIFEST_NAME,
+                        settings_digest(predictor, options, args.format, args.compression))
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    counts = {"done": 0, "failed": 0}
+
+    def said(record) -> None:  # noqa: ANN001 - an ImageRecord
+        counts["done" if record.status == "done" else "failed"] += 1
+        if record.status == "done":
+            _err(f"{record.input} -> {record.output} ({record.score:.2f})")
+
+    _err(f"watching {args.inputs[0]} (Ctrl-C to stop)")
+    started = time.monotonic()
+    tasks = watch_tasks(Path(args.inputs[0]), args.output, manifest, fmt=args.format, stop=stop, settle=settle,
+                        overwrite=args.overwrite, on_skip=lambda line: _err(f"skipping {line}"))
+    remove_files(predictor, tasks, options, fmt=args.format, compression=args.compression, batch_size=args.batch_size,
+                 workers=args.workers, on_error=lambda line: _err(f"error: {line}"), progress=False,
+                 report=args.report, review=review, manifest=manifest, on_record=said)
+    _err(f"stopped after {time.monotonic() - started:.0f} s: {counts['done']} done, {counts['failed']} failed")
+    return EXIT_OK
 
 
 def _add_jobs(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,7 @@ and for many files (``remove_files``)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from ..image_io import carry_icc_profile
 from .predictor import ImageInput, Predictor
 from .confidence import DEFAULT_REVIEW_BELOW
 from .manifest import Manifest
-from .records import RecordLog, record_of
+from .records import ImageRecord, RecordLog, record_of
 from .refine import RefineOptions, finish_output, needs_host, refine_output
 from .sessions import get_predictor
 
@@ -122,26 +122,29 @@ def network_threads(files: int, precision: str = "fp32") -> int | None:
     return max(1, cores // 2) if files >= 4 and cores > 1 and precision != "fp32" else None
 
 
-def remove_files(predictor: Predictor, tasks: Sequence[Task], options: RefineOptions = RefineOptions(), *,
+def remove_files(predictor: Predictor, tasks: Iterable[Task], options: RefineOptions = RefineOptions(), *,
                  fmt: str = "png", compression: int = 3, batch_size: int = 1,
                  workers: int | None = None, on_error: Callable[[str], None] | None = None,
                  progress: bool | None = None, report: str | Path | None = None,
-                 review: Review | None = None, manifest: Manifest | None = None) -> Report:
+                 review: Review | None = None, manifest: Manifest | None = None,
+                 on_record: Callable[[ImageRecord], None] | None = None) -> Report:
     """Process planned tasks (see :func:`u2seg.infer.files.plan_outputs`) through the engine:
     decode, pre-process, network, refine, encode and write overlap in bounded queues (flat memory
     whatever the number of files); a file that fails is reported through ``on_error`` and the
     rest still run. ``report``: a JSON-lines file that gets one record per image (appended);
     ``review``: low-confidence outputs also go there; ``manifest``: the job's manifest (it reads
-    each input, records it, and gets each result's record)."""
-    items = [Item(manifest.source_for(task) if manifest is not None else task.source, str(task.source),
-                  task.output) for task in tasks]
+    each input, records it, and gets each result's record); ``on_record``: called with each
+    result's record. ``tasks`` may be a stream (a watched folder's): the engine takes them as
+    they come."""
+    items = (Item(manifest.source_for(task) if manifest is not None else task.source, str(task.source),
+                  task.output) for task in tasks)
     job = RemovalJob(options, fmt, compression, review=review)
     log = RecordLog(report) if report is not None else None
     if manifest is not None:
         manifest.open()
 
     def on_result(result) -> None:  # noqa: ANN001 - an engine Result
-        if log is None and manifest is None:
+        if log is None and manifest is None and on_record is None:
             return
         copies = [path for path in result.written if review is not None and path.is_relative_to(review.folder)]
         record = record_of(result, review=copies[0] if copies else None)
@@ -149,10 +152,12 @@ def remove_files(predictor: Predictor, tasks: Sequence[Task], options: RefineOpt
             manifest.write(record)
         if log is not None:
             log.write(record)
+        if on_record is not None:
+            on_record(record)
 
     try:
         return run_job(predictor, items, job, batch_size=batch_size, workers=workers, on_error=on_error,
-                       on_result=on_result, progress=progress)
+                       on_result=on_result, progress=progress, total=len(tasks) if isinstance(tasks, Sized) else None)
     finally:
         if log is not None:
             log.close()
