@@ -69,6 +69,7 @@ def test_watch_takes_complete_files_once_and_stops_on_sigterm(pretrained_home, p
         (watched / "new" / "sub" / "cup.png").write_bytes((photos / "cup.png").read_bytes())
         time.sleep(4)
         assert cup.stat().st_mtime_ns == written
+        assert "skipping" not in log.read_text()
     finally:
         watcher.send_signal(signal.SIGTERM)
         code = watcher.wait(60)

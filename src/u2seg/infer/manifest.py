@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,13 +98,15 @@ class Manifest:
             # The last record wins: "started" after "done" is a redo that was interrupted.
             self.latest[record.output or record.input] = record
         self.log: RecordLog | None = None
+        self._lock = threading.Lock()
 
     def decide(self, tasks: Sequence[Task], *, force: bool = False, retry_failed: bool = False,
                overwrite: bool = False) -> Decision:
         decision = Decision()
         _remove_our_temporaries([task.output for task in tasks])
         for task in tasks:
-            record = self.latest.get(str(task.output))
+            with self._lock:
+                record = self.latest.get(str(task.output))
             exists = task.output.exists()
             if force and (not exists or overwrite or str(task.output) in self.owned):
                 decision.run.append(task)
@@ -123,9 +126,15 @@ class Manifest:
         self.log = RecordLog(self.path)
 
     def write(self, record: ImageRecord) -> None:
+        """Append ``record`` (this job's settings stamped on it); later decisions see it (a
+        watched folder's file that comes back with the same bytes is not redone)."""
         assert self.log is not None, "open() the manifest first"
         record.settings = self.settings
         self.log.write(record)
+        with self._lock:
+            if record.output:
+                self.owned.add(record.output)
+            self.latest[record.output or record.input] = record
 
     def close(self) -> None:
         if self.log is not None:
