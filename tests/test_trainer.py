@@ -453,3 +453,48 @@ def test_precision_auto_picks_bf16_only_on_bf16_hardware(tmp_path, binary_data, 
     assert f"precision auto: {'bf16' if has_bf16 else 'fp32'} on cpu" in caplog.text
     with pytest.raises(ConfigError, match="precision"):
         load_config(_write(tmp_path, {**raw, "precision": "fp16"}), check_paths=False)
+
+
+def test_weights_carry_their_recipe_to_every_front_end(tmp_path, caplog, coffee):
+    """Trained at 64 px without a validation set: best/ records the training transform's resize
+    size and normalisation, and remove, the Predictor and the server run at 64 px unasked."""
+    import json
+    import logging
+    import warnings
+
+    from PIL import Image
+
+    from u2seg.cli import main
+    from u2seg.infer import Predictor
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "model: {name: u2netp, num_classes: 1}\n"
+        "data:\n"
+        f"  train: {{format: folder, root: {tmp_path / 'train'}, synthetic: {{count: 4, size: 80, seed: 0}},\n"
+        "          transform: {name: official_train, size: 64, crop: 56}}\n"
+        "batch_size: 2\niterations: 3\n"
+        f"output_dir: {tmp_path / 'run'}\n")
+    assert main(["train", str(config), "--no-progress"]) == 0
+    best = tmp_path / "run" / "best"
+    saved = json.loads((best / "config.json").read_text())
+    assert saved["input_size"] == [64, 64] and len(saved["mean"]) == 3 and saved["input_norm"] == "max"
+    assert Predictor(weights=best).preprocessing.size == (64, 64)
+
+    image = tmp_path / "cup.png"
+    Image.fromarray(coffee).save(image)
+    with caplog.at_level(logging.INFO):
+        assert main(["-v", "remove", str(image), "-o", str(tmp_path / "out"), "-w", str(best)]) == 0
+    assert "input 64×64" in caplog.text
+
+    warnings.filterwarnings("ignore", message=".*httpx2")
+    from fastapi.testclient import TestClient
+
+    from u2seg.apps.server import create_app
+    from u2seg.infer.sessions import get_predictor
+
+    app = create_app(predictor_factory=lambda name: get_predictor(weights=best), models=["mine"], default_model="mine")
+    with TestClient(app) as client:
+        assert client.post("/api/remove", content=image.read_bytes(), headers={"Content-Type": "image/png"}).status_code == 200
+        (entry,) = client.get("/api/models").json()["models"]
+    assert entry["input_size"] == [64, 64]

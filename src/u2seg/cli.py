@@ -170,8 +170,8 @@ def _cmd_remove(args: argparse.Namespace) -> int:
             return EXIT_FAILED_INPUTS if plan.missing else EXIT_OK
 
     predictor = _predictor(args, files=1 if stdin else len(plan.tasks), tta=TTA(flip=True) if args.flip else None)
-    logging.getLogger(__name__).info("model %s on %s (%s)", predictor.model_name, predictor.backend.name,
-                                     predictor.backend.precision)
+    logging.getLogger(__name__).info("model %s on %s (%s), input %d×%d", predictor.model_name, predictor.backend.name,
+                                     predictor.backend.precision, *predictor.preprocessing.size)
 
     if stdin:
         image = load_image(sys.stdin.buffer.read(), name="<stdin>")

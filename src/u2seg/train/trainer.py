@@ -711,6 +711,20 @@ class _Run:
         out["loss"] = float(np.mean(losses)) if losses else float("nan")
         return out
 
+    def recipe(self) -> dict[str, Any]:
+        """The pre-processing the saved weights expect, so that every front end runs them as
+        trained: the evaluation transform's input size, or without a validation set the
+        training transform's resize size (as the official recipe infers at 320 after training on
+        288 crops of 320-px images); the normalisation of the dataset's transform."""
+        data = self.config.data
+        size = _transform_size(data.val.transform if data.val else None) or _transform_size(data.train.transform)
+        recipe: dict[str, Any] = {"input_size": [size, size]} if size else {}
+        dataset = self.val_set if self.val_set is not None else self.train_set
+        norm = getattr(getattr(dataset, "transform", None), "norm", None)
+        if norm is not None:
+            recipe.update(mean=list(norm.mean), std=list(norm.std), input_norm=norm.input_norm)
+        return recipe
+
     def maybe_save_best(self, metrics: dict[str, Any]) -> bool:
         main = metrics["main"]
         if not math.isfinite(main) or (self.best is not None and main <= self.best):
@@ -719,10 +733,7 @@ class _Run:
         from ..weights import save_pretrained
 
         name = "maxF" if self.binary else "mIoU"
-        metadata: dict[str, Any] = {"step": self.step, "metric": name, name: main}
-        size = _transform_size(self.config.data.val.transform if self.config.data.val else None)
-        if size:
-            metadata["input_size"] = [size, size]
+        metadata: dict[str, Any] = {"step": self.step, "metric": name, name: main, **self.recipe()}
         if self.ema is not None:
             metadata["ema_decay"] = self.ema.decay
         save_pretrained(self.weights, self.out / "best", metadata=metadata)
@@ -919,7 +930,7 @@ class _Run:
             best_dir = self.out / "best"  # no validation: the final weights are the best we know
             from ..weights import save_pretrained
 
-            save_pretrained(self.weights, best_dir, metadata={"step": self.step})
+            save_pretrained(self.weights, best_dir, metadata={"step": self.step, **self.recipe()})
         result: dict[str, Any] = {"step": self.step, "start_step": self.start_step, "iterations": self.total,
                                   "train_seconds": self.train_seconds, "run_seconds": self._clock(),
                                   "loss": self.last_loss.get("total"), "skipped": list(self.skipped),
