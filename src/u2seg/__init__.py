@@ -19,7 +19,7 @@ from ._lazy import lazy_exports  # noqa: E402
 __version__ = "0.1.0"
 
 _LAZY = {
-    "create_model": "u2seg.models",
+    "create_model": "u2seg.weights",   # builds, then loads pretrained weights
     "list_models": "u2seg.models",
     "Predictor": "u2seg.infer",
     "remove": "u2seg.infer",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ..errors import U2SegError
+from ..metrics.headline import BINARY_KEYS, MULTICLASS_KEYS, headline
 from ..infer.engine import Item, Prediction, Result, run_job
 
 if TYPE_CHECKING:
@@ -28,17 +29,6 @@ __all__ = ["BINARY_KEYS", "MULTICLASS_KEYS", "EvalResult", "evaluate_predictor",
 
 log = logging.getLogger(__name__)
 
-BINARY_KEYS = ("maxF", "meanF", "adpF", "wF", "MAE", "S", "maxE", "meanE", "adpE")
-MULTICLASS_KEYS = ("mIoU", "mDice", "pixel_accuracy", "mean_accuracy", "kappa")
-
-
-def headline(results: dict[str, Any], kind: Literal["binary", "multiclass"]) -> dict[str, Any]:
-    """The numbers a paper reports, as plain floats (per-class IoU as a list for multi-class)."""
-    if kind == "binary":
-        return {k: float(results[k]) for k in BINARY_KEYS}
-    out: dict[str, Any] = {k: float(results[k]) for k in MULTICLASS_KEYS}
-    out["IoU"] = [float(v) for v in results["IoU"]]
-    return out
 
 
 @dataclass

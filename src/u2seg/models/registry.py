@@ -1,14 +1,13 @@
 """Model registry: one keyword-only builder per variant, looked up by name (timm-style).
 
-``create_model(name, pretrained=...)`` is the one entry point; builders only build (no I/O), and
-pretrained weights are resolved through :mod:`u2seg.weights`.
+``create_model(name)`` builds; builders only build (no I/O). Pretrained weights are loaded one
+layer up, by :func:`u2seg.weights.create_model` (``u2seg.create_model``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from torch import nn
 
@@ -52,24 +51,13 @@ def _check_name(name: str) -> str:
     return name
 
 
-def create_model(name: str, *, pretrained: bool | str | Path = False, num_classes: int = 1,
-                 in_channels: int = 3) -> nn.Module:
-    """Build model ``name``; ``pretrained`` is False, True (the registry's default weights for
-    this model) or a path to weights (.pth, .onnx, .safetensors or a u2seg folder).
-
-    The model carries ``arch`` (its registry name) so it can be saved and reloaded by name.
-    With weights whose head differs (another ``num_classes``), every tensor of matching shape is
-    loaded and the rest are reported in the log.
-    """
+def create_model(name: str, *, num_classes: int = 1, in_channels: int = 3) -> nn.Module:
+    """Build model ``name`` with fresh weights (no I/O). The model carries ``arch`` (its registry
+    name) so it can be saved and reloaded by name. Pretrained weights: :func:`u2seg.create_model`
+    (``u2seg.weights.create_model``), which sits above the builders, as torchvision's builders
+    take ``weights``."""
     model = _BUILDERS[_check_name(name)](num_classes=num_classes, in_channels=in_channels)
     model.arch = name
-    if pretrained is False or pretrained is None:
-        return model
-    # Imported here: the weights package imports this module (converters build models).
-    from ..weights import load_weights_into, resolve_pretrained
-
-    path = resolve_pretrained(name, pretrained)
-    load_weights_into(model, path)
     return model
 
 

@@ -702,7 +702,7 @@ class _Run:
                         metric.update(prob, gt)
                 else:
                     metric.update(logits.argmax(1).numpy(), masks.numpy())
-        from ..evaluation.runner import headline
+        from ..metrics.headline import headline
 
         out = headline(metric.results(), "binary" if self.binary else "multiclass")
         if "IoU" in out:

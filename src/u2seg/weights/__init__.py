@@ -9,7 +9,7 @@ from .._lazy import lazy_exports
 
 
 _LAZY = {
-    "fetch_weights": "cache", "is_offline": "cache", "load_network": "cache", "resolve_pretrained": "cache",
+    "create_model": "cache", "fetch_weights": "cache", "is_offline": "cache", "load_network": "cache", "resolve_pretrained": "cache",
     "resolve_weights": "cache", "u2seg_home": "cache", "weights_dir": "cache",
     "LoadedWeights": "convert", "convert_file": "convert", "infer_architecture": "convert", "load_model": "convert",
     "load_weights_into": "convert", "read_weights": "convert", "save_pretrained": "convert",

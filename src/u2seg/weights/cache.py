@@ -26,7 +26,7 @@ from .registry import DEFAULT_WEIGHTS, PretrainedWeights, default_weights_for, g
 if TYPE_CHECKING:  # torch loads only when a network is built
     from torch import nn
 
-__all__ = ["u2seg_home", "pretrained_dirs", "weights_dir", "is_offline", "fetch_weights", "resolve_pretrained", "resolve_weights",
+__all__ = ["create_model", "u2seg_home", "pretrained_dirs", "weights_dir", "is_offline", "fetch_weights", "resolve_pretrained", "resolve_weights",
            "load_network"]
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,23 @@ def fetch_weights(name: str, *, offline: bool | None = None) -> Path:
     save_pretrained(model, target, metadata=entry.metadata())
     log.info("cached %s weights in %s", name, target)
     return target
+
+
+def create_model(name: str, *, pretrained: bool | str | Path = False, num_classes: int = 1,
+                 in_channels: int = 3) -> "nn.Module":
+    """Build model ``name`` (:func:`u2seg.models.create_model`) and load ``pretrained``: False,
+    True (the registry's default weights for this model) or weights (a .pth, .onnx or
+    .safetensors file, a u2seg folder, or a registered weights name). With weights whose head
+    differs (another ``num_classes``), every tensor of matching shape is loaded and the rest are
+    reported in the log."""
+    from ..models import create_model as build
+    from .convert import load_weights_into
+
+    model = build(name, num_classes=num_classes, in_channels=in_channels)
+    if pretrained is False or pretrained is None:
+        return model
+    load_weights_into(model, resolve_pretrained(name, pretrained))
+    return model
 
 
 def resolve_pretrained(model: str, pretrained: bool | str | Path) -> Path:
