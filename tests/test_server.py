@@ -10,7 +10,6 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,25 +43,6 @@ def coffee_jpeg(coffee: np.ndarray) -> bytes:
 @pytest.fixture(scope="module")
 def astronaut_png(astronaut: np.ndarray) -> bytes:
     return _encode(astronaut, "PNG")
-
-
-@pytest.fixture
-def make_client(use_pretrained_home: Path, predictor):
-    """A TestClient for create_app(**options); the model is the session's real pretrained predictor
-    (U²-Net-P, the default model here; the server's own default is u2net)."""
-    clients = []
-
-    def make(**options) -> TestClient:
-        options.setdefault("predictor_factory", lambda name: predictor)
-        options.setdefault("default_model", "u2netp")
-        client = TestClient(create_app(**options))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ httpx = pytest.importorskip("httpx")
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx2")
-    from fastapi.testclient import TestClient  # noqa: E402
 
 from http_helpers import assert_error, serve_app  # noqa: E402
 from u2seg.apps.keys import KeysFileError, KeyStore, Limiter, LimitExceeded, create_key, read_keys, revoke_key  # noqa: E402
@@ -46,23 +45,6 @@ def small_jpeg(coffee: np.ndarray) -> bytes:
 def keys_file(tmp_path: Path) -> tuple[Path, str]:
     path = tmp_path / "keys.jsonl"
     return path, create_key(path, "alice")
-
-
-@pytest.fixture
-def make_client(use_pretrained_home: Path, predictor):
-    clients = []
-
-    def make(**options) -> TestClient:
-        options.setdefault("predictor_factory", lambda name: predictor)
-        options.setdefault("default_model", "u2netp")  # the session's predictor is U²-Net-P
-        client = TestClient(create_app(**options))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def _remove(client, data: bytes, headers: dict | None = None):

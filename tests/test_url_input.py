@@ -20,11 +20,9 @@ pytest.importorskip("httpx")
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx2")
-    from fastapi.testclient import TestClient  # noqa: E402
 
 from http_helpers import assert_error  # noqa: E402
 from u2seg.apps.keys import create_key  # noqa: E402
-from u2seg.apps.server import create_app  # noqa: E402
 from u2seg.apps.url_input import UrlGuard, _is_public  # noqa: E402
 
 LOOPBACK_ONLY = UrlGuard(allow=(ipaddress.ip_network("127.0.0.1/32"),))
@@ -110,23 +108,6 @@ def origin(small_jpeg):
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def make_client(use_pretrained_home, predictor):
-    clients = []
-
-    def make(**options) -> TestClient:
-        options.setdefault("predictor_factory", lambda name: predictor)
-        options.setdefault("default_model", "u2netp")  # the session's predictor is U²-Net-P
-        client = TestClient(create_app(**options))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def test_non_public_addresses_are_refused_before_any_connection(make_client, origin):
