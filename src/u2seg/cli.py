@@ -140,7 +140,6 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     from .infer import encode_image, load_image, plan_outputs, remove_files, render
     from .infer.confidence import DEFAULT_REVIEW_BELOW
     from .infer.predictor import TTA
-    from .infer.manifest import MANIFEST_NAME, Manifest, settings_digest
     from .infer.removal import Review
 
     options = _refine_options(args)  # bad values fail here, before any work
@@ -180,8 +179,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
         return EXIT_OK
 
-    manifest = Manifest(args.manifest or args.output / MANIFEST_NAME,
-                        settings_digest(predictor, options, args.format, args.compression))
+    manifest = _job_manifest(args, predictor, options)
     if manifest.torn:
         _err(f"note: the last line of {manifest.path} was cut short (an interrupted run); it was dropped")
     decision = manifest.decide(plan.tasks, force=args.force, retry_failed=args.retry_failed, overwrite=args.overwrite)
@@ -665,7 +663,6 @@ def _watch(args: argparse.Namespace, options, review) -> int:
     import threading
     import time
 
-    from .infer.manifest import MANIFEST_NAME, Manifest, settings_digest
     from .infer.removal import remove_files
     from .infer.watch import DEFAULT_SETTLE_S, watch_tasks
 
@@ -675,8 +672,7 @@ def _watch(args: argparse.Namespace, options, review) -> int:
     if settle < 0:
         raise U2SegError(f"--settle must not be negative, got {settle:g}")
     predictor = _predictor(args, files=2)
-    manifest = Manifest(args.manifest or args.output / MANIFEST_NAME,
-                        settings_digest(predictor, options, args.format, args.compression))
+    manifest = _job_manifest(args, predictor, options)
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())
@@ -698,6 +694,14 @@ def _watch(args: argparse.Namespace, options, review) -> int:
     return EXIT_OK
 
 
+def _job_manifest(args: argparse.Namespace, predictor, options):
+    """The folder job's manifest: ``--manifest``, else ``OUTDIR/.u2seg-manifest.jsonl``, for these settings."""
+    from .infer.manifest import MANIFEST_NAME, Manifest, settings_digest
+
+    return Manifest(args.manifest or args.output / MANIFEST_NAME,
+                    settings_digest(predictor, options, args.format, args.compression))
+
+
 def _add_jobs(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="folder jobs: what their manifests say")
     actions = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
@@ -713,7 +717,7 @@ def _cmd_jobs_status(args: argparse.Namespace) -> int:
 
     from .infer.manifest import MANIFEST_NAME, summarise
 
-    path = args.manifest or args.output / MANIFEST_NAME
+    path = args.manifest or args.output / MANIFEST_NAME  # where _job_manifest keeps it
     if not path.is_file():
         raise U2SegError(f"{path}: no manifest (run 'u2seg remove INPUT -o {args.output}' first)")
     summary = summarise(path)
