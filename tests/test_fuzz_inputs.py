@@ -331,7 +331,7 @@ def test_absurd_declared_size_is_refused_from_the_header(fmt, width, height):
 
 def test_pixel_limit_error_names_the_input_once_through_the_engine():
     """RemovalJob's limit reaches the decoder: refused from the header, one line, the name once."""
-    from u2seg.infer.engine import Item, _error_line, _Flight, _load
+    from u2seg.infer.engine import Item, _Flight, _load, error_line
     from u2seg.infer.removal import RemovalJob
 
     data = _set_dims("png", SEEDS["png"][0][1], 60000, 60000, True)
@@ -340,7 +340,7 @@ def test_pixel_limit_error_names_the_input_once_through_the_engine():
     with decode_spy() as sizes, pytest.raises(PixelLimitError) as excinfo:
         _load(None, flight)  # the predictor is never reached
     assert sizes == []
-    line = _error_line(flight.item, excinfo.value)
+    line = error_line(flight.item, excinfo.value)
     assert line == "big.png: image of 60000×60000 = 3,600,000,000 pixels is over the limit of 1,000,000 pixels"
 
 

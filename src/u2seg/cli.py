@@ -51,6 +51,13 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
                           "once each per content and settings; Ctrl-C or SIGTERM stops after the images in flight")
     job.add_argument("--settle", type=float, default=None, metavar="S",
                      help="--watch: take a file once unchanged this long (default 1 s; at once when its writer closes it)")
+    scale = p.add_argument_group("scale-out")
+    scale.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local (default: this process) or ray (a Ray cluster, with Ray Data; pip install 'u2seg[ray]')")
+    scale.add_argument("--ray-address", metavar="ADDRESS",
+                       help="--engine ray: the cluster to join (e.g. auto, or ray://HOST:10001; default: a local Ray)")
+    scale.add_argument("--ray-actors", type=int, metavar="N",
+                       help="--engine ray: predictor actors (default: one per GPU, else one per 4 CPUs)")
     p.add_argument("--flip", action="store_true",
                    help="average with the mirror image (test-time augmentation; also feeds the confidence score)")
     review = p.add_argument_group("confidence")
@@ -89,8 +96,13 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
 def _predictor(args: argparse.Namespace, files: int = 1, tta=None, model: str | None = None,
                weights: Path | None = None, backend=None):
     """The shared Predictor for the engine options (``backend``: a ready one, e.g. bench's fixed map)."""
+    return _predictor_spec(args, files, tta, model, weights, backend).build()
+
+
+def _predictor_spec(args: argparse.Namespace, files: int = 1, tta=None, model: str | None = None,
+                    weights: Path | None = None, backend=None):
     from .infer.removal import network_threads
-    from .infer.sessions import get_predictor
+    from .infer.sessions import PredictorSpec
 
     calibration = None
     if args.precision == "int8" and args.calibration is not None:
@@ -104,7 +116,7 @@ def _predictor(args: argparse.Namespace, files: int = 1, tta=None, model: str | 
         settings["compile"] = True
     if getattr(args, "cascade_below", None) is not None:
         settings["cascade_below"] = args.cascade_below
-    return get_predictor(args.model or model, weights=args.weights or weights, **settings)
+    return PredictorSpec(args.model or model, args.weights or weights, settings)
 
 
 def _calibration_inputs(folder: Path):
@@ -157,6 +169,10 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         raise U2SegError("--review-below needs --review DIR")
     review = Review(args.review, below, args.output) if args.review is not None else None
 
+    if args.engine == "ray" and (stdin or args.watch):
+        raise U2SegError("--engine ray runs folder jobs: give inputs and -o OUTDIR (not '-' or --watch)")
+    if args.engine != "ray" and (args.ray_address or args.ray_actors):
+        raise U2SegError("--ray-address and --ray-actors need --engine ray")
     if args.watch:
         return _watch(args, options, review)
     plan = None
@@ -168,7 +184,8 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         if not plan.tasks:
             return EXIT_FAILED_INPUTS if plan.missing else EXIT_OK
 
-    predictor = _predictor(args, files=1 if stdin else len(plan.tasks), tta=TTA(flip=True) if args.flip else None)
+    spec = _predictor_spec(args, files=1 if stdin else len(plan.tasks), tta=TTA(flip=True) if args.flip else None)
+    predictor = spec.build()
     logging.getLogger(__name__).info("model %s on %s (%s), input %d×%d", predictor.model_name, predictor.backend.name,
                                      predictor.backend.precision, *predictor.preprocessing.size)
 
@@ -192,10 +209,15 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         _err(f"{len(decision.failed)} file(s) failed before (--retry-failed tries them again)")
     if not decision.run:
         return EXIT_FAILED_INPUTS if plan.missing or decision.failed else EXIT_OK
-    report = remove_files(predictor, decision.run, options, fmt=args.format, compression=args.compression,
-                          batch_size=args.batch_size, workers=args.workers,
-                          on_error=lambda line: _err(f"error: {line}"), report=args.report, review=review,
-                          manifest=manifest)
+    common = dict(fmt=args.format, compression=args.compression, batch_size=args.batch_size, workers=args.workers,
+                  on_error=lambda line: _err(f"error: {line}"), report=args.report, review=review, manifest=manifest)
+    if args.engine == "ray":
+        from .infer.ray_engine import remove_files_ray
+
+        report = remove_files_ray(spec, decision.run, options, preparer=predictor.host_preparer(),
+                                  address=args.ray_address, actors=args.ray_actors, **common)
+    else:
+        report = remove_files(predictor, decision.run, options, **common)
     failed = len(report.failed) + len(plan.missing) + len(decision.failed)
     copies = sum(1 for path in report.written if review is not None and path.is_relative_to(review.folder))
     _err(f"wrote {len(report.written) - copies} file(s) to {args.output}"

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .predictor import Predictor, Prepared
 
 __all__ = ["Item", "Result", "Report", "StageTimes", "Timer", "Prediction", "Job", "Files", "Engine",
-           "run_job", "run_one", "STAGES", "default_workers"]
+           "run_job", "run_one", "finish_prediction", "error_line", "STAGES", "default_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,8 @@ class Report:
             self.failed.append(result.error)
 
 
-def _error_line(item: Item, exc: BaseException) -> str:
+def error_line(item: Item, exc: BaseException) -> str:
+    """The one line that reports ``item``'s failure (naming the input once)."""
     if isinstance(exc, ImageReadError) or getattr(exc, "input_name", None):
         return " ".join(str(exc).split())  # already names the file
     label = item.name or "image"
@@ -439,26 +440,30 @@ def _load(predictor: Predictor, flight: _Flight) -> None:
 
 
 def _finish(predictor: Predictor, flight: _Flight, probs: Any) -> Result:
-    """The job's finish, then the writing of the files it returns."""
-    prediction = Prediction(flight.item, flight.image, flight.prepared, probs, predictor, flight.timer, flight.meta)
-    value = flight.job.finish(prediction)
+    result = finish_prediction(Prediction(flight.item, flight.image, flight.prepared, probs, predictor, flight.timer,
+                                          flight.meta), flight.job, flight.index)
+    flight.image = flight.prepared = flight.meta = None
+    return result
+
+
+def finish_prediction(prediction: Prediction, job: Job, index: int = 0) -> Result:
+    """The job's finish, then the writing of the files it returns (atomically): the last stages,
+    also for schedulers that run the earlier ones elsewhere (the Ray engine's actors)."""
+    value = job.finish(prediction)
     written: tuple[Path, ...] = ()
     if isinstance(value, Files):
-        with flight.timer("write"):
+        with prediction.timer("write"):
             for path, data in value.contents.items():
                 write_bytes_atomic(data, path)
         written, value = tuple(value.contents), None
-    size, model, meta = flight.image.size, prediction.model, flight.meta
-    confidence = prediction.confidence()
-    flight.image = flight.prepared = flight.meta = None
-    return Result(flight.index, flight.item, value, written, None, flight.timer.seconds, size=size,
-                  confidence=confidence, model=model, meta=meta)
+    return Result(index, prediction.item, value, written, None, prediction.timer.seconds, size=prediction.image.size,
+                  confidence=prediction.confidence(), model=prediction.model, meta=prediction.meta)
 
 
 def _failure(flight: _Flight, exc: BaseException) -> Result:
     if not isinstance(exc, (U2SegError, OSError, ValueError)):  # not the input's fault: keep the trace
         log.debug("%s failed", flight.item.name or "an item", exc_info=exc)
-    return Result(flight.index, flight.item, None, (), _error_line(flight.item, exc), flight.timer.seconds, exc,
+    return Result(flight.index, flight.item, None, (), error_line(flight.item, exc), flight.timer.seconds, exc,
                   meta=flight.meta)
 
 

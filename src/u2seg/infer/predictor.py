@@ -26,7 +26,7 @@ from ..resize import resize_map
 if TYPE_CHECKING:  # torch loads only when a network is needed
     from torch import nn
 
-__all__ = ["Preprocessing", "Predictor", "Prepared", "ImageInput", "TTA", "ARITHMETIC"]
+__all__ = ["Preprocessing", "Predictor", "Prepared", "HostPreparer", "ImageInput", "TTA", "ARITHMETIC"]
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
 OutputNorm = Literal["minmax", "none"]
@@ -50,6 +50,16 @@ class Prepared:
     pixels: object = None
     flip_disagreement: float | None = None
     model: str | None = None
+
+
+@dataclass(frozen=True)
+class HostPreparer:
+    """Pre-processing on the host for each TTA scale (``Predictor.host_preparer``)."""
+
+    scaled: tuple[Preprocessing, ...]
+
+    def __call__(self, image: Image.Image) -> Prepared:
+        return Prepared(image.size, tuple(prep(image) for prep in self.scaled))
 
 
 @dataclass(frozen=True)
@@ -222,7 +232,12 @@ class Predictor:
             pixels = self.device_arithmetic.upload(image)
             inputs = tuple(self.device_arithmetic.prepare(pixels, prep) for prep in self._scaled)
             return Prepared(image.size, inputs, pixels)
-        return Prepared(image.size, tuple(prep(image) for prep in self._scaled))
+        return HostPreparer(self._scaled)(image)
+
+    def host_preparer(self) -> HostPreparer:
+        """:meth:`prepare`'s host arithmetic as a small picklable object: what other processes
+        run (the Ray engine's tasks) to make inputs this Predictor takes."""
+        return HostPreparer(self._scaled)
 
     def infer(self, prepared: Sequence[Prepared]) -> list:
         """The network on a batch of prepared images: ``K×h×w`` probabilities per image at the

@@ -10,19 +10,33 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .cascade import DEFAULT_CASCADE_BELOW, Cascade, parse_cascade
 from .predictor import Predictor
 
-__all__ = ["get_predictor", "clear_predictors", "MAX_PREDICTORS"]
+__all__ = ["get_predictor", "clear_predictors", "PredictorSpec", "MAX_PREDICTORS"]
 
 MAX_PREDICTORS = 4
 
 _cache: OrderedDict[tuple, Predictor] = OrderedDict()
 _lock = threading.Lock()
 _building: dict[tuple, threading.Lock] = {}
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """The arguments of :func:`get_predictor`, kept to build the same Predictor elsewhere: the
+    CLI builds its own from it, and each of the Ray engine's actors builds one in its process."""
+
+    model: str | None = None
+    weights: str | Path | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Predictor:
+        return get_predictor(self.model, weights=self.weights, **self.settings)
 
 
 def get_predictor(model: str | None = None, *, weights: str | Path | None = None, offline: bool = False,
