@@ -127,3 +127,18 @@ def test_ray_options_need_the_ray_engine(tmp_path, capsys):
     assert "--ray-address and --ray-actors need --engine ray" in capsys.readouterr().err
     assert main(["remove", "-", "--engine", "ray"]) == 2
     assert "--engine ray runs folder jobs" in capsys.readouterr().err
+
+
+def test_inputs_given_as_fsspec_urls(cluster, inputs, tmp_path, capsys):
+    """``s3://``, ``gs://`` … through fsspec; ``file://`` here: the same outputs as from the path,
+    and a rerun finds them done (the URL's size and mtime, as the tasks read them)."""
+    url = (inputs / "sub").as_uri()
+    assert url.startswith("file://")
+    by_path, by_url = tmp_path / "path", tmp_path / "url"
+    assert main(["remove", str(inputs / "sub"), "-o", str(by_path), "-m", "u2netp"]) == 0
+    assert main(["remove", url, "-o", str(by_url), "-m", "u2netp", "--engine", "ray"]) == 0
+    assert _outputs(by_url) == _outputs(by_path) and len(_outputs(by_url)) == 3
+    assert all(r.input.startswith("file://") for r in _latest(by_url).values())
+    capsys.readouterr()
+    assert main(["remove", url, "-o", str(by_url), "-m", "u2netp", "--engine", "ray"]) == 0
+    assert "3 file(s) already done" in capsys.readouterr().err

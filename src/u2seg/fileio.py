@@ -1,13 +1,76 @@
-"""Writing files so that a reader sees the old content or the new one, never half of either."""
+"""Files: writing them so that a reader sees the old content or the new one, never half of either,
+and reading inputs that are local paths or fsspec URLs (``s3://``, ``gs://``, ``file://`` …)."""
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-__all__ = ["write_bytes_atomic"]
+from .errors import U2SegError
+
+__all__ = ["write_bytes_atomic", "is_url", "read_input", "input_signature", "url_filesystem"]
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+FSSPEC_MISSING = "inputs given as URLs need fsspec and its filesystem (e.g. pip install fsspec s3fs)"
+
+
+def is_url(source: object) -> bool:
+    """A URL for fsspec (``protocol://…``), as opposed to a local path."""
+    return isinstance(source, str) and _URL.match(source) is not None
+
+
+def url_filesystem(url: str) -> tuple[Any, str]:
+    """fsspec's filesystem for ``url`` and the path within it."""
+    try:
+        from fsspec.core import url_to_fs
+    except ImportError:
+        raise U2SegError(FSSPEC_MISSING) from None
+    try:
+        return url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise U2SegError(f"{url}: {exc}") from None
+
+
+def read_input(source: str | Path) -> tuple[bytes, int | None]:
+    """The bytes of a local file or URL, and its modification time in ns (None if unknown)."""
+    if is_url(source):
+        fs, path = url_filesystem(str(source))
+        return fs.cat_file(path), _mtime_ns(fs.info(path))
+    path = Path(source)
+    mtime = path.stat().st_mtime_ns
+    return path.read_bytes(), mtime
+
+
+def input_signature(source: str | Path) -> tuple[int, int | None]:
+    """Size and modification time (ns, None if unknown) of a local file or URL, without reading it."""
+    if is_url(source):
+        fs, path = url_filesystem(str(source))
+        info = fs.info(path)
+        return int(info["size"]), _mtime_ns(info)
+    stat_ = Path(source).stat()
+    return stat_.st_size, stat_.st_mtime_ns
+
+
+def _mtime_ns(info: dict[str, Any]) -> int | None:
+    """fsspec's file info names the time differently per filesystem (local: mtime in seconds,
+    S3: LastModified, GCS: updated, Azure: last_modified)."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified"):
+        value = info.get(key)
+        if isinstance(value, (int, float)):
+            return int(value * 1e9)
+        if isinstance(value, datetime):
+            return int(value.timestamp() * 1e9)
+        if isinstance(value, str):
+            try:
+                return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1e9)
+            except ValueError:
+                continue
+    return None
 
 
 def write_bytes_atomic(data: bytes, path: Path) -> None:

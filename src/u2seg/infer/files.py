@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fileio import is_url, url_filesystem
 from ..image_io import IMAGE_EXTENSIONS
 
 __all__ = ["Task", "Plan", "plan_outputs", "plan_pairs", "find_images"]
@@ -23,7 +24,7 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class Task:
-    source: Path
+    source: Path | str   # a local path, or an fsspec URL (s3://…) as a string
     output: Path
 
 
@@ -41,6 +42,8 @@ def _is_image(path: Path) -> bool:
 
 def _expand(argument: str) -> list[tuple[Path, Path]] | None:
     """``(source, output path relative to OUTDIR without suffix)`` pairs, or None if nothing."""
+    if is_url(argument):
+        return _expand_url(argument)
     path = Path(argument)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p))
@@ -54,6 +57,23 @@ def _expand(argument: str) -> list[tuple[Path, Path]] | None:
     return None
 
 
+def _expand_url(url: str) -> list[tuple[str, Path]] | None:
+    """What ``_expand`` does for an fsspec URL (``s3://bucket/photos/``): the sources stay URLs."""
+    fs, root = url_filesystem(url)
+    root = root.rstrip("/")
+    if _GLOB_CHARS & set(root):
+        found = sorted(p for p in fs.glob(root) if fs.isfile(p))
+        pairs = [(fs.unstrip_protocol(p), Path(Path(p).stem)) for p in found if _is_image(Path(p))]
+    elif fs.isdir(root):
+        found = sorted(p for p in fs.find(root) if _is_image(Path(p)))
+        pairs = [(fs.unstrip_protocol(p), Path(p[len(root) + 1:]).with_suffix("")) for p in found]
+    elif fs.isfile(root):
+        pairs = [(url, Path(Path(root).stem))]
+    else:
+        pairs = []
+    return pairs or None
+
+
 def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
     """The image files that ``inputs`` (files, folders, globs) name, once each, and the
     arguments that named nothing."""
@@ -64,7 +84,7 @@ def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
         if pairs is None:
             missing.append(argument)
         for source, _ in pairs or []:
-            found.setdefault(source.resolve(), source)
+            found.setdefault(source if is_url(source) else source.resolve(), source)
     return list(found.values()), missing
 
 
@@ -92,7 +112,10 @@ def plan_pairs(pairs: Sequence[tuple[Path, Path]], outdir: Path, *, fmt: str = "
     # The same file named twice (a folder and a glob inside it) is one task, not a conflict.
     unique: dict[Path, tuple[Path, Path]] = {}
     for source, rel in pairs:
-        unique.setdefault(Path(source).resolve(), (Path(source), Path(rel)))
+        if is_url(source):  # fsspec URLs stay strings (a Path would fold their "//")
+            unique.setdefault(source, (source, Path(rel)))
+        else:
+            unique.setdefault(Path(source).resolve(), (Path(source), Path(rel)))
 
     by_output: dict[Path, list[Path]] = defaultdict(list)
     for source, rel in unique.values():

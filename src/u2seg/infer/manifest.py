@@ -25,10 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..fileio import input_signature, read_input
 from .files import Task
 from .records import ImageRecord, RecordLog
 
-__all__ = ["MANIFEST_NAME", "Manifest", "Decision", "settings_digest", "read_manifest", "summarise"]
+__all__ = ["MANIFEST_NAME", "Manifest", "Decision", "settings_digest", "read_manifest", "read_with_facts", "summarise"]
 
 MANIFEST_NAME = ".u2seg-manifest.jsonl"
 
@@ -136,6 +137,18 @@ class Manifest:
                 self.owned.add(record.output)
             self.latest[record.output or record.input] = record
 
+    def claim(self, tasks: Sequence[Task]) -> None:
+        """Record ``started`` for every task at once (one flush): a scheduler that writes the
+        outputs elsewhere (the Ray engine's workers) claims them all before any is written."""
+        assert self.log is not None, "open() the manifest first"
+        records = [ImageRecord(input=str(task.source), output=str(task.output), status="started",
+                               settings=self.settings) for task in tasks]
+        self.log.write_many(records)
+        with self._lock:
+            for record in records:
+                self.owned.add(record.output)
+                self.latest[record.output] = record
+
     def close(self) -> None:
         if self.log is not None:
             self.log.close()
@@ -146,27 +159,31 @@ class Manifest:
         the bytes on with their size, mtime and hash (so the record describes what was decoded)."""
 
         def read() -> tuple[bytes, dict[str, Any]]:
-            stat = task.source.stat()
-            data = task.source.read_bytes()
-            facts = {"input_bytes": len(data), "input_mtime_ns": stat.st_mtime_ns,
-                     "input_sha256": hashlib.sha256(data).hexdigest()}
+            data, facts = read_with_facts(task.source)
             self.write(ImageRecord(input=str(task.source), output=str(task.output), status="started", **facts))
             return data, facts
 
         return read
 
 
-def _unchanged(source: Path, record: ImageRecord) -> bool:
+def read_with_facts(source: Path | str) -> tuple[bytes, dict[str, Any]]:
+    """An input's bytes (a path or an fsspec URL) and the facts a record keeps of them: size,
+    mtime and SHA-256."""
+    data, mtime = read_input(source)
+    return data, {"input_bytes": len(data), "input_mtime_ns": mtime, "input_sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _unchanged(source: Path | str, record: ImageRecord) -> bool:
     """The input is what the record describes: same size and mtime, or else the same content."""
     try:
-        stat = source.stat()
+        size, mtime = input_signature(source)
     except OSError:
         return False
-    if stat.st_size == record.input_bytes and stat.st_mtime_ns == record.input_mtime_ns:
+    if size == record.input_bytes and mtime is not None and mtime == record.input_mtime_ns:
         return True
-    if stat.st_size != record.input_bytes:
+    if size != record.input_bytes:
         return False
-    return hashlib.sha256(source.read_bytes()).hexdigest() == record.input_sha256
+    return hashlib.sha256(read_input(source)[0]).hexdigest() == record.input_sha256
 
 
 def _remove_our_temporaries(outputs: Sequence[Path]) -> None:

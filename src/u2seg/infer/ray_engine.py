@@ -24,7 +24,6 @@ Ray is an optional extra (``pip install 'u2seg[ray]'``), imported only here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import pickle
@@ -39,7 +38,7 @@ from ..errors import U2SegError
 from ..image_io import load_image
 from .engine import Item, Prediction, Report, Result, Timer, error_line, finish_prediction
 from .files import Task, plan_outputs
-from .manifest import MANIFEST_NAME, Manifest, settings_digest
+from .manifest import MANIFEST_NAME, Manifest, read_with_facts, settings_digest
 from .predictor import HostPreparer
 from .records import ImageRecord, RecordLog, record_of
 from .refine import RefineOptions
@@ -152,8 +151,7 @@ def _run(ray: Any, spec: PredictorSpec, tasks: list[Task], options: RefineOption
     log_file = RecordLog(report) if report is not None else None
     if manifest is not None:
         manifest.open()
-        for task in tasks:  # the driver's promise that these outputs are this job's, before any is written
-            manifest.write(ImageRecord(input=str(task.source), output=str(task.output), status="started"))
+        manifest.claim(tasks)  # these outputs are this job's, recorded before any is written
     job = RemovalJob(options, fmt, compression, review=review)
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 1 + len(rows) // DECODE_ROWS)))
     # Different CPU requests keep Ray from fusing the tasks into the actors: decoding scales out
@@ -215,11 +213,7 @@ def _decode_rows(batch: dict[str, Any], *, preparer: HostPreparer | None, max_pi
         facts: dict[str, Any] = {}
         try:
             with timer("decode"):
-                path = Path(str(source))
-                stat = path.stat()
-                data = path.read_bytes()
-                facts = {"input_bytes": len(data), "input_mtime_ns": stat.st_mtime_ns,
-                         "input_sha256": hashlib.sha256(data).hexdigest()}
+                data, facts = read_with_facts(str(source))
                 image = load_image(data, name=str(source), max_pixels=max_pixels)
             prepared = None
             if preparer is not None:

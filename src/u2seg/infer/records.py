@@ -16,6 +16,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Iterable
 from typing import IO, Any
 
 from .engine import Result
@@ -78,6 +79,12 @@ class RecordLog:
     def write(self, record: ImageRecord) -> None:
         with self._lock:
             self._file.write(record.to_json() + "\n")
+            self._file.flush()
+
+    def write_many(self, records: Iterable[ImageRecord]) -> None:
+        """Append several records with one flush (a job's ``started`` records, written up front)."""
+        with self._lock:
+            self._file.writelines(record.to_json() + "\n" for record in records)
             self._file.flush()
 
     def close(self) -> None:
