@@ -16,6 +16,7 @@ from u2seg.infer.options import (
     HTTP,
     OPTIONS,
     OptionError,
+    get_option,
     gui_controls,
     http_parameters,
     parse_http,
@@ -53,7 +54,15 @@ EXPECTED_REMOVE_FLAGS = [
     (("--crop-margin",), "crop_margin", 0, None, "N", "int", None, "pixels kept around the box", "_StoreAction"),
     (("--format",), "format", "png", None, None, None, ("png", "webp"), "output format (default png)", "_StoreAction"),
 ]
+# Added with videos (issue 11), after --format.
+VIDEO_FLAGS = [
+    (("--video-format",), "video_format", None, None, None, None, ("webm", "mov", "mp4", "gif", "webp", "png"),
+     get_option("video_format").help, "_StoreAction"),
+    (("--temporal",), "temporal", "flow", None, None, None, ("flow", "off"), get_option("temporal").help,
+     "_StoreAction"),
+]
 TABLE_DESTS = [row[1] for row in EXPECTED_REMOVE_FLAGS]
+VIDEO_DESTS = [row[1] for row in VIDEO_FLAGS]
 
 
 def _remove_parser() -> argparse.ArgumentParser:
@@ -77,15 +86,17 @@ def _cli(*flags: str) -> RefineOptions:
 def test_remove_flags_are_exactly_the_hand_written_ones():
     actions = _remove_parser()._actions
     assert [_describe(a) for a in actions if a.dest in TABLE_DESTS] == EXPECTED_REMOVE_FLAGS
+    assert [_describe(a) for a in actions if a.dest in VIDEO_DESTS] == VIDEO_FLAGS
     # ... and where they were: the refinement block right after -o, --format after --size.
     dests = [a.dest for a in actions]
     start = dests.index("output") + 1
     assert dests[start:start + len(TABLE_DESTS) - 1] == TABLE_DESTS[:-1]
     assert dests[dests.index("format") - 1] == "size"
+    assert dests[dests.index("format") + 1:dests.index("format") + 3] == VIDEO_DESTS
 
 
 def test_table_covers_the_cli_flags_and_http_names():
-    assert [o.name for o in OPTIONS if CLI in o.where] == TABLE_DESTS
+    assert [o.name for o in OPTIONS if CLI in o.where] == TABLE_DESTS + VIDEO_DESTS
     assert [name for name, _, _ in http_parameters()] == [
         "model", "only_mask", "bgcolor", "edge_refine", "alpha_matting", "alpha_matting_foreground_threshold",
         "alpha_matting_background_threshold", "alpha_matting_erode_size", "post_process_mask", "threshold",

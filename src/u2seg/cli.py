@@ -60,6 +60,9 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
                        help="--engine ray: predictor actors (default: one per GPU, else one per 4 CPUs)")
     p.add_argument("--flip", action="store_true",
                    help="average with the mirror image (test-time augmentation; also feeds the confidence score)")
+    p.add_argument("--raw", metavar="WIDTHxHEIGHT",
+                   help="INPUT '-' is raw rgb24 frames of this size (ffmpeg -f rawvideo -pix_fmt rgb24 -): "
+                        "PNG frames into -o OUTDIR, or raw rgba frames to stdout with -o - (gray with --only-mask)")
     review = p.add_argument_group("confidence")
     review.add_argument("--report", type=Path, metavar="PATH",
                         help="append one JSON line per image: input, output, size, model, confidence score, timings")
@@ -175,13 +178,17 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         raise U2SegError("--ray-address and --ray-actors need --engine ray")
     if args.watch:
         return _watch(args, options, review)
+    if args.raw is not None:
+        return _remove_raw(args, options)
     plan = None
+    videos: list = []
     if not stdin:
         # Every output is planned; the manifest decides which exist because this job wrote them.
-        plan = plan_outputs(args.inputs, args.output, fmt=args.format, overwrite=True)
+        plan = plan_outputs(args.inputs, args.output, fmt=args.format, overwrite=True, media=_video_media(args))
         if _report_plan_problems(plan):
             return EXIT_USAGE
-        if not plan.tasks:
+        plan.tasks, videos = _split_videos(plan.tasks)
+        if not plan.tasks and not videos:
             return EXIT_FAILED_INPUTS if plan.missing else EXIT_OK
 
     spec = _predictor_spec(args, files=1 if stdin else len(plan.tasks), tta=TTA(flip=True) if args.flip else None)
@@ -196,6 +203,11 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
         return EXIT_OK
 
+    video_written, video_failed = _remove_videos(args, predictor, options, videos) if videos else (0, 0)
+    if not plan.tasks:
+        if videos:
+            _err(f"wrote {video_written} file(s) to {args.output}" + (f"; {video_failed} failed" if video_failed else ""))
+        return EXIT_FAILED_INPUTS if video_failed or plan.missing else EXIT_OK
     manifest = _job_manifest(args, predictor, options)
     if manifest.torn:
         _err(f"note: the last line of {manifest.path} was cut short (an interrupted run); it was dropped")
@@ -218,11 +230,85 @@ def _cmd_remove(args: argparse.Namespace) -> int:
                                   address=args.ray_address, actors=args.ray_actors, **common)
     else:
         report = remove_files(predictor, decision.run, options, **common)
-    failed = len(report.failed) + len(plan.missing) + len(decision.failed)
+    failed = len(report.failed) + len(plan.missing) + len(decision.failed) + video_failed
     copies = sum(1 for path in report.written if review is not None and path.is_relative_to(review.folder))
-    _err(f"wrote {len(report.written) - copies} file(s) to {args.output}"
+    _err(f"wrote {len(report.written) - copies + video_written} file(s) to {args.output}"
          + (f" (+{copies} for review in {review.folder})" if copies else "") + (f"; {failed} failed" if failed else ""))
     return EXIT_FAILED_INPUTS if failed else EXIT_OK
+
+
+def _video_media(args: argparse.Namespace):
+    """``plan_outputs``'s ``media``: the output format of a video or animated image, None for an image."""
+    from .video_io import VIDEO_EXTENSIONS, is_animated_image
+
+    def media(path: Path) -> str | None:
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            return args.video_format or "webm"
+        if is_animated_image(path):
+            return args.video_format or "webp"
+        return None
+
+    return media
+
+
+def _split_videos(tasks: list) -> tuple[list, list]:
+    """(image tasks, video tasks): a task whose source is a video or animated image is a video's."""
+    from .video_io import is_video_file
+
+    images, videos = [], []
+    for task in tasks:
+        (videos if is_video_file(task.source) else images).append(task)
+    return images, videos
+
+
+def _remove_videos(args: argparse.Namespace, predictor, options, tasks: list) -> tuple[int, int]:
+    """``u2seg remove`` for videos and animated images: one engine, one video at a time. Returns
+    (outputs written, failures)."""
+    from .infer.engine import Engine
+    from .infer.video import VideoInterrupted, remove_video
+
+    failed = written = 0
+    with Engine(predictor, batch_size=args.batch_size, workers=args.workers) as engine:
+        for task in tasks:
+            if task.output.exists() and not args.overwrite:
+                _err(f"skipping {task.source}: {task.output} exists (use --overwrite to replace)")
+                continue
+            fmt = task.output.suffix.lstrip(".")
+            try:
+                result = remove_video(engine, task.source, task.output, options=options, fmt=fmt,
+                                      temporal=args.temporal, progress=sys.stderr.isatty(), name=str(task.source))
+            except VideoInterrupted as exc:
+                _err(str(exc))
+                raise KeyboardInterrupt from None
+            except (U2SegError, OSError) as exc:  # one line naming the file; the others go on
+                _err(f"error: {' '.join(str(exc).split())}")
+                failed += 1
+                continue
+            if result.note:
+                _err(f"note: {result.note}")
+            _err(f"{task.source} -> {result.output}: {result.frames} frames, {result.frames_per_s:.1f} frames/s")
+            written += 1
+    return written, failed
+
+
+def _remove_raw(args: argparse.Namespace, options) -> int:
+    """``u2seg remove --raw WxH - -o OUT|-``: raw rgb24 frames from stdin."""
+    from .infer.engine import Engine
+    from .infer.video import parse_raw_size, remove_raw_stream
+
+    width, height = parse_raw_size(args.raw)
+    if args.inputs != ["-"]:
+        raise U2SegError("--raw reads frames from stdin: give '-' as the only INPUT")
+    if args.output is None:
+        raise U2SegError("--raw needs -o OUTDIR (PNG frames) or -o - (raw frames to stdout)")
+    to_stdout = str(args.output) == "-"
+    predictor = _predictor(args, files=2)
+    with Engine(predictor, batch_size=args.batch_size, workers=args.workers) as engine:
+        count = remove_raw_stream(engine, width, height, sys.stdin.buffer, None if to_stdout else args.output,
+                                  sys.stdout.buffer if to_stdout else None, options=options, temporal=args.temporal)
+    if not to_stdout:
+        _err(f"wrote {count} frame(s) to {args.output}")
+    return EXIT_OK
 
 
 # -------------------------------------------------------------------------------------- bench
@@ -378,6 +464,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                    help="high-resolution composites with hair, holes and soft edges; masks are exact 8-bit alpha")
     p.add_argument("--multiclass", action="store_true", help="class-index masks (background + shape types)")
     p.add_argument("--num-classes", type=int, default=3, help="with --multiclass (2…5)")
+    p.add_argument("--video", action="store_true",
+                   help="video clips instead (clips/NNNNN.mp4, masks/NNNNN/000001.png …): an object moving, turning, "
+                        "scaling, partly leaving the frame; --size is the width (default 320), height 3/4 of it")
+    p.add_argument("--frames", type=int, default=48, metavar="F", help="with --video: frames per clip (default 48)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_synth)
     s = sub.add_parser("split", help="write train.txt / val.txt (/ test.txt) for images/ + masks/ under ROOT")
@@ -393,6 +483,14 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .data.synth import make_synthetic_dataset
+
+    if args.video:
+        from .data.synth_video import make_synthetic_videos
+
+        width = args.size or 320
+        print(make_synthetic_videos(args.outdir, count=args.count, frames=args.frames, width=width,
+                                    height=max(16, (width * 3 // 4) // 2 * 2), seed=args.seed, overwrite=args.overwrite))
+        return EXIT_OK
 
     size = args.size if args.size is not None else (2048 if args.fine else 256)
     out = make_synthetic_dataset(args.outdir, count=args.count, size=size, seed=args.seed,

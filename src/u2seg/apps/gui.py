@@ -79,6 +79,12 @@ def _default_factory(model: str):
     return get_predictor(model)
 
 
+def _is_video(path: Path) -> bool:
+    from ..video_io import is_video_file
+
+    return is_video_file(path)
+
+
 def _describe(exc: BaseException) -> str:
     """One line for the window: u2seg's own errors carry their message, others get the type."""
     if isinstance(exc, (U2SegError, OSError, ValueError)):
@@ -260,6 +266,7 @@ class MainWindow(QMainWindow):
         self._jobs: dict[int, tuple] = {}  # id -> (job, on_done, on_failed, context)
         self._job_counter = 0
         self._segmenting: set[tuple[Path, str]] = set()  # (picture, model) in the worker
+        self.video_window = None  # apps.gui_video.VideoWindow, made when a video is opened
         self._render_pending = False
         self._render_running = False
         self.last_save_report: SaveReport | None = None
@@ -285,10 +292,12 @@ class MainWindow(QMainWindow):
         self.save_action.triggered.connect(self._ask_save_current)
         self.save_all_action = QAction("Save &all…", self, shortcut=QKeySequence("Ctrl+Shift+S"))
         self.save_all_action.triggered.connect(self._ask_save_all)
+        open_video = QAction("Open &video…", self)
+        open_video.triggered.connect(self._ask_open_video)
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         menu = self.menuBar().addMenu("&File")
-        for action in (open_image, open_folder, self.save_action, self.save_all_action):
+        for action in (open_image, open_folder, open_video, self.save_action, self.save_all_action):
             menu.addAction(action)
         menu.addSeparator()
         menu.addAction(quit_action)
@@ -453,9 +462,13 @@ class MainWindow(QMainWindow):
         self._clear_error()
         entries: list[tuple[Path, Path]] = []  # (picture, its place under an output folder)
         missing: list[str] = []
+        videos = 0
         for raw in paths:
             path = Path(raw)
-            if path.is_dir():
+            if path.is_file() and _is_video(path):  # a video or an animated image: the video window
+                self.open_video(path)
+                videos += 1
+            elif path.is_dir():
                 found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
                 if not found:
                     missing.append(f"{path}: no pictures in this folder")
@@ -467,7 +480,8 @@ class MainWindow(QMainWindow):
         seen: set[Path] = set()
         unique = [(p, rel) for p, rel in entries if not (p.resolve() in seen or seen.add(p.resolve()))]
         if not unique:
-            self.show_error("; ".join(missing) or "nothing to open")
+            if missing or not videos:
+                self.show_error("; ".join(missing) or "nothing to open")
             return []
         self._entries = [p for p, _ in unique]
         self._places = dict(unique)
@@ -485,6 +499,24 @@ class MainWindow(QMainWindow):
             self.show_error("; ".join(missing))
         self._update_actions()
         return list(self._entries)
+
+    def open_video(self, path: str | Path):
+        """Open a video or animated image in the video window (scrub with the mask shown, export
+        with progress; the model and refinement options are this window's). Returns that window."""
+        from .gui_video import VideoWindow
+
+        if self.video_window is None:
+            self.video_window = VideoWindow(lambda: self._predictor(self.model), options=self.options)
+        self.video_window.show()
+        self.video_window.open_video(path)
+        return self.video_window
+
+    def _ask_open_video(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open video", "",
+                                              "Videos and animations (*.mp4 *.m4v *.mov *.webm *.mkv *.avi *.gif "
+                                              "*.webp *.png *.apng)")
+        if path:
+            self.open_video(path)
 
     def select(self, index: int) -> None:
         """Show the ``index``-th listed picture."""

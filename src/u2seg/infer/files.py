@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import glob
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..fileio import is_url, url_filesystem
 from ..image_io import IMAGE_EXTENSIONS
+from ..video_io import VIDEO_EXTENSIONS
 
 __all__ = ["Task", "Plan", "plan_outputs", "plan_pairs", "find_images"]
 
@@ -40,13 +41,23 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _expand(argument: str) -> list[tuple[Path, Path]] | None:
+# Listed from folders when videos are wanted (GIFs: animated or not; media() tells).
+_MEDIA_SUFFIXES = VIDEO_EXTENSIONS | {".gif", ".apng"}
+
+
+#: ``media(path)``: the output format of a video or animated image (``"webm"`` …), or None for a
+#: still image; given to :func:`plan_outputs`, folders list such files with the images.
+Media = Callable[[Path], "str | None"]
+
+
+def _expand(argument: str, media: Media | None = None) -> list[tuple[Path, Path]] | None:
     """``(source, output path relative to OUTDIR without suffix)`` pairs, or None if nothing."""
     if is_url(argument):
         return _expand_url(argument)
     path = Path(argument)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p))
+        files = sorted(p for p in path.rglob("*") if p.is_file() and (
+            _is_image(p) or (media is not None and p.suffix.lower() in _MEDIA_SUFFIXES)))
         return [(p, p.relative_to(path).with_suffix("")) for p in files]
     if path.is_file():
         return [(path, Path(path.stem))]
@@ -89,23 +100,25 @@ def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 
 def plan_outputs(inputs: Sequence[str], outdir: Path, *, fmt: str = "png",
-                 overwrite: bool = False) -> Plan:
-    """Expand ``inputs`` and plan ``OUTDIR/<relative path>.<fmt>`` for each image found."""
+                 overwrite: bool = False, media: Media | None = None) -> Plan:
+    """Expand ``inputs`` and plan ``OUTDIR/<relative path>.<fmt>`` for each image found. With
+    ``media``, folders list videos and GIFs too, and a file for which ``media`` names a format
+    gets that suffix instead (two inputs with one stem are a conflict whatever their formats)."""
     pairs: list[tuple[Path, Path]] = []
     missing: list[str] = []
     for argument in inputs:
-        found = _expand(argument)
+        found = _expand(argument, media)
         if found is None:
             missing.append(argument)
         else:
             pairs.extend(found)
-    plan = plan_pairs(pairs, outdir, fmt=fmt, overwrite=overwrite)
+    plan = plan_pairs(pairs, outdir, fmt=fmt, overwrite=overwrite, media=media)
     plan.missing = missing
     return plan
 
 
 def plan_pairs(pairs: Sequence[tuple[Path, Path]], outdir: Path, *, fmt: str = "png",
-               overwrite: bool = False) -> Plan:
+               overwrite: bool = False, media: Media | None = None) -> Plan:
     """Plan outputs for ``(source, output path relative to outdir without suffix)`` pairs: two
     sources sharing an output, or an output that is a source, are conflicts (never written);
     existing outputs are set apart unless ``overwrite``."""
@@ -117,14 +130,18 @@ def plan_pairs(pairs: Sequence[tuple[Path, Path]], outdir: Path, *, fmt: str = "
         else:
             unique.setdefault(Path(source).resolve(), (Path(source), Path(rel)))
 
-    by_output: dict[Path, list[Path]] = defaultdict(list)
+    by_output: dict[Path, list[Path]] = defaultdict(list)  # by the output's path without suffix
+    suffix: dict[Path, str] = {}
     for source, rel in unique.values():
-        by_output[outdir / rel.with_name(f"{rel.name}.{fmt}")].append(source)
+        suffix[source] = (media(source) if media is not None and not is_url(source) else None) or fmt
+        by_output[outdir / rel].append(source)
     input_paths = set(unique)
     tasks, conflicts, existing = [], [], []
-    for output, sources in by_output.items():
+    for stem, sources in by_output.items():
+        outputs = sorted({str(stem.with_name(f"{stem.name}.{suffix[s]}")) for s in sources})
+        output = Path(outputs[0])
         if len(sources) > 1:
-            conflicts.append(f"{', '.join(map(str, sources))} would all write {output}")
+            conflicts.append(f"{', '.join(map(str, sources))} would all write {' and '.join(outputs)}")
         elif output.resolve() in input_paths:
             conflicts.append(f"{sources[0]}: its output {output} is an input; choose another output folder")
         elif output.exists() and not overwrite:

@@ -160,6 +160,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("crop_margin", "int", "pixels kept around the box", 0, range=(0, 10_000), field="crop_margin",
            metavar="N"),
     Option("format", "choice", "output format (default png)", "png", choices=("png", "webp"), note="Both lossless."),
+    Option("video_format", "choice",
+           "videos and animated images: webm (VP9 with alpha, plays in browsers), mov (ProRes 4444 with alpha, "
+           "for editors), mp4 (H.264 over --bgcolor, --bg-image or the frame blurred), gif, webp (animated, "
+           "8-bit alpha) or png (a folder of frames); default webm for videos, webp for animated images",
+           None, choices=("webm", "mov", "mp4", "gif", "webp", "png"), where=frozenset({CLI})),
+    Option("temporal", "choice",
+           "video masks: flow (default: motion-compensated smoothing against flicker) or off (each frame alone)",
+           "flow", choices=("flow", "off"), where=frozenset({CLI})),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
