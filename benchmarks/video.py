@@ -45,7 +45,8 @@ from u2seg.infer import Engine, Item, get_predictor  # noqa: E402
 from u2seg.infer.temporal import TemporalFilter, TemporalOptions, flicker  # noqa: E402
 from u2seg.infer.video import FrameJob, remove_video  # noqa: E402
 from u2seg.metrics.sod import f_measure_curve  # noqa: E402
-from u2seg.video_io import VideoReader, VideoWriter  # noqa: E402
+from u2seg.video_read import VideoReader  # noqa: E402
+from u2seg.video_write import VideoWriter  # noqa: E402
 
 
 def encoded_clip(index: int, width: int, height: int, frames: int, folder: Path, crf: int = 23

@@ -17,7 +17,8 @@ pytest.importorskip("PySide6")
 
 from u2seg.apps.gui import MainWindow, qimage_to_array  # noqa: E402
 from u2seg.data.synth_video import synth_clip  # noqa: E402
-from u2seg.video_io import VideoReader, VideoWriter  # noqa: E402
+from u2seg.video_read import VideoReader  # noqa: E402
+from u2seg.video_write import VideoWriter  # noqa: E402
 
 TIMEOUT = 120_000
 

@@ -21,7 +21,8 @@ from u2seg.cli import main  # noqa: E402
 from u2seg.data.synth_video import make_synthetic_videos, synth_clip  # noqa: E402
 from u2seg.infer.refine import RefineOptions  # noqa: E402
 from u2seg.infer.temporal import TemporalFilter, flicker  # noqa: E402
-from u2seg.video_io import VideoReader, VideoReadError, VideoWriter, is_animated_image, probe_video  # noqa: E402
+from u2seg.video_read import VideoReader, VideoReadError, is_animated_image, probe_video  # noqa: E402
+from u2seg.video_write import VideoWriter  # noqa: E402
 
 W, H, N, FPS = 96, 64, 6, 25
 

@@ -154,6 +154,7 @@ def _report_plan_problems(plan, extra=None) -> bool:
 def _cmd_remove(args: argparse.Namespace) -> int:
     from .infer import encode_image, load_image, plan_outputs, remove_files, render
     from .infer.confidence import DEFAULT_REVIEW_BELOW
+    from .infer.files import split_videos, video_media
     from .infer.predictor import TTA
     from .infer.removal import Review
 
@@ -184,10 +185,11 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     videos: list = []
     if not stdin:
         # Every output is planned; the manifest decides which exist because this job wrote them.
-        plan = plan_outputs(args.inputs, args.output, fmt=args.format, overwrite=True, media=_video_media(args))
+        plan = plan_outputs(args.inputs, args.output, fmt=args.format, overwrite=True,
+                            media=video_media(args.video_format))
         if _report_plan_problems(plan):
             return EXIT_USAGE
-        plan.tasks, videos = _split_videos(plan.tasks)
+        plan.tasks, videos = split_videos(plan.tasks)
         if not plan.tasks and not videos:
             return EXIT_FAILED_INPUTS if plan.missing else EXIT_OK
 
@@ -237,58 +239,17 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     return EXIT_FAILED_INPUTS if failed else EXIT_OK
 
 
-def _video_media(args: argparse.Namespace):
-    """``plan_outputs``'s ``media``: the output format of a video or animated image, None for an image."""
-    from .video_io import VIDEO_EXTENSIONS, is_animated_image
-
-    def media(path: Path) -> str | None:
-        if path.suffix.lower() in VIDEO_EXTENSIONS:
-            return args.video_format or "webm"
-        if is_animated_image(path):
-            return args.video_format or "webp"
-        return None
-
-    return media
-
-
-def _split_videos(tasks: list) -> tuple[list, list]:
-    """(image tasks, video tasks): a task whose source is a video or animated image is a video's."""
-    from .video_io import is_video_file
-
-    images, videos = [], []
-    for task in tasks:
-        (videos if is_video_file(task.source) else images).append(task)
-    return images, videos
-
-
 def _remove_videos(args: argparse.Namespace, predictor, options, tasks: list) -> tuple[int, int]:
-    """``u2seg remove`` for videos and animated images: one engine, one video at a time. Returns
-    (outputs written, failures)."""
-    from .infer.engine import Engine
-    from .infer.video import VideoInterrupted, remove_video
+    """``u2seg remove`` for videos and animated images. Returns (outputs written, failures)."""
+    from .infer.video import VideoInterrupted, remove_videos
 
-    failed = written = 0
-    with Engine(predictor, batch_size=args.batch_size, workers=args.workers) as engine:
-        for task in tasks:
-            if task.output.exists() and not args.overwrite:
-                _err(f"skipping {task.source}: {task.output} exists (use --overwrite to replace)")
-                continue
-            fmt = task.output.suffix.lstrip(".")
-            try:
-                result = remove_video(engine, task.source, task.output, options=options, fmt=fmt,
-                                      temporal=args.temporal, progress=sys.stderr.isatty(), name=str(task.source))
-            except VideoInterrupted as exc:
-                _err(str(exc))
-                raise KeyboardInterrupt from None
-            except (U2SegError, OSError) as exc:  # one line naming the file; the others go on
-                _err(f"error: {' '.join(str(exc).split())}")
-                failed += 1
-                continue
-            if result.note:
-                _err(f"note: {result.note}")
-            _err(f"{task.source} -> {result.output}: {result.frames} frames, {result.frames_per_s:.1f} frames/s")
-            written += 1
-    return written, failed
+    try:
+        return remove_videos(predictor, tasks, options, temporal=args.temporal, overwrite=args.overwrite,
+                             batch_size=args.batch_size, workers=args.workers, progress=sys.stderr.isatty(),
+                             on_error=lambda line: _err(f"error: {line}"), on_note=_err)
+    except VideoInterrupted as exc:
+        _err(str(exc))
+        raise KeyboardInterrupt from None
 
 
 def _remove_raw(args: argparse.Namespace, options) -> int:

@@ -80,7 +80,7 @@ def _default_factory(model: str):
 
 
 def _is_video(path: Path) -> bool:
-    from ..video_io import is_video_file
+    from ..video_read import is_video_file
 
     return is_video_file(path)
 

@@ -36,7 +36,8 @@ from PySide6.QtWidgets import (
 )
 
 from ..infer.refine import RefineOptions
-from ..video_io import VIDEO_FORMATS, VideoInfo, VideoReader
+from ..video_read import VideoInfo, VideoReader
+from ..video_write import VIDEO_FORMATS
 
 __all__ = ["VideoWindow"]
 

@@ -116,7 +116,7 @@ def make_synthetic_videos(out_dir: str | os.PathLike, *, count: int = 4, frames:
                           height: int = 240, fps: int = 25, seed: int = 0, overwrite: bool = False) -> Path:
     """Write ``count`` clips: ``out/clips/NNNNN.mp4`` (H.264, CRF 12) and their exact masks
     ``out/masks/NNNNN/000001.png`` …; returns ``out``."""
-    from ..video_io import VideoWriter
+    from ..video_write import VideoWriter
 
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import glob
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..fileio import is_url, url_filesystem
 from ..image_io import IMAGE_EXTENSIONS
-from ..video_io import VIDEO_EXTENSIONS
+from ..video_read import VIDEO_EXTENSIONS, is_animated_image, is_video_file
 
-__all__ = ["Task", "Plan", "plan_outputs", "plan_pairs", "find_images"]
+__all__ = ["Task", "Plan", "plan_outputs", "plan_pairs", "find_images", "video_media", "split_videos"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -48,6 +48,29 @@ _MEDIA_SUFFIXES = VIDEO_EXTENSIONS | {".gif", ".apng"}
 #: ``media(path)``: the output format of a video or animated image (``"webm"`` …), or None for a
 #: still image; given to :func:`plan_outputs`, folders list such files with the images.
 Media = Callable[[Path], "str | None"]
+
+
+def video_media(video_format: str | None = None) -> Media:
+    """``u2seg remove``'s ``media``: a video writes ``video_format`` (default ``webm``), an
+    animated image ``video_format`` (default ``webp``), a still image None."""
+
+    def media(path: Path) -> str | None:
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            return video_format or "webm"
+        if is_animated_image(path):
+            return video_format or "webp"
+        return None
+
+    return media
+
+
+def split_videos(tasks: Iterable[Task]) -> tuple[list[Task], list[Task]]:
+    """(image tasks, video tasks): a task whose source is a video or animated image is a video's."""
+    images: list[Task] = []
+    videos: list[Task] = []
+    for task in tasks:
+        (videos if is_video_file(task.source) else images).append(task)
+    return images, videos
 
 
 def _expand(argument: str, media: Media | None = None) -> list[tuple[Path, Path]] | None:

@@ -5,7 +5,7 @@ thread feeds frames as items (at most the engine's window of them in memory, so 
 video runs in flat memory), the network batches them, workers bring each probability map to the
 frame's size, and the consumer, which gets them in order, runs the temporal filter
 (:mod:`u2seg.infer.temporal`), the refinement every front end shares
-(:func:`~u2seg.infer.refine.refine`) and the encoder (:class:`~u2seg.video_io.VideoWriter`,
+(:func:`~u2seg.infer.refine.refine`) and the encoder (:class:`~u2seg.video_write.VideoWriter`,
 temporary file + rename).
 
 Outputs per format (``--video-format``): ``webm``/``mov``/``webp``/``gif``/``png`` keep alpha (a
@@ -20,24 +20,29 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from ..errors import U2SegError
-from ..video_io import AUDIO_FORMATS, Frame, VideoReader, VideoWriter
+from ..video_read import Frame, VideoReader
+from ..video_write import AUDIO_FORMATS, VideoWriter
 from .engine import Engine, Item, Prediction
+from .files import Task
 from .refine import RefineOptions, refine
 from .temporal import TemporalFilter, TemporalOptions
 
+if TYPE_CHECKING:
+    from .predictor import Predictor
+
 __all__ = ["FrameJob", "VideoInterrupted", "VideoResult", "default_video_format", "parse_raw_size", "remove_video",
-           "remove_raw_stream", "render_frame"]
+           "remove_videos", "remove_raw_stream", "render_frame"]
 
 
 class VideoInterrupted(U2SegError):
@@ -174,7 +179,7 @@ def remove_video(engine: Engine, source: str | os.PathLike, output: str | os.Pat
     loop count and (where the format holds it) audio. ``temporal``: ``"flow"`` or ``"off"``.
     ``on_frame(frame, probability, output)`` sees every frame (tests, the window's preview).
 
-    Errors: :class:`~u2seg.video_io.VideoReadError` (one line naming the file) for an unreadable,
+    Errors: :class:`~u2seg.video_read.VideoReadError` (one line naming the file) for an unreadable,
     corrupt or truncated source, :class:`VideoInterrupted` on Ctrl-C; either way nothing is left
     under ``output``."""
     import time
@@ -243,6 +248,45 @@ def remove_video(engine: Engine, source: str | os.PathLike, output: str | os.Pat
     elif writer is not None and writer.audio_note:
         note = f"{label}: {writer.audio_note}"
     return VideoResult(output, done, time.perf_counter() - started, note)
+
+
+def remove_videos(predictor: Predictor, tasks: Iterable[Task], options: RefineOptions = RefineOptions(), *,
+                  temporal: str = "flow", overwrite: bool = False, batch_size: int = 1, workers: int | None = None,
+                  progress: bool = True, on_error: Callable[[str], None] | None = None,
+                  on_note: Callable[[str], None] | None = None) -> tuple[int, int]:
+    """``u2seg remove`` for planned videos and animated images (see
+    :func:`~u2seg.infer.files.split_videos`): one engine, one video at a time, each written in its
+    output's suffix's format. An existing output is skipped unless ``overwrite``. A video that
+    fails goes to ``on_error`` (one line naming the file) and the others go on; ``on_note`` gets
+    the other lines as they are shown: skips, ``note: …`` lines (audio) and each video's frames and
+    rate. Ctrl-C raises :class:`VideoInterrupted` (nothing left under that output's name).
+    Returns (outputs written, failures)."""
+    def note(line: str) -> None:
+        if on_note is not None:
+            on_note(line)
+
+    failed = written = 0
+    with Engine(predictor, batch_size=batch_size, workers=workers) as engine:
+        for task in tasks:
+            if task.output.exists() and not overwrite:
+                note(f"skipping {task.source}: {task.output} exists (use --overwrite to replace)")
+                continue
+            fmt = task.output.suffix.lstrip(".")
+            try:
+                result = remove_video(engine, task.source, task.output, options=options, fmt=fmt,
+                                      temporal=temporal, progress=progress, name=str(task.source))
+            except VideoInterrupted:
+                raise
+            except (U2SegError, OSError) as exc:  # one line naming the file; the others go on
+                if on_error is not None:
+                    on_error(" ".join(str(exc).split()))
+                failed += 1
+                continue
+            if result.note:
+                note(f"note: {result.note}")
+            note(f"{task.source} -> {result.output}: {result.frames} frames, {result.frames_per_s:.1f} frames/s")
+            written += 1
+    return written, failed
 
 
 # --------------------------------------------------------------------------- raw streams
