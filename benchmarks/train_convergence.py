@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from u2seg.infer import Predictor
     from u2seg.train import train
     from u2seg.train.config import apply_overrides, config_from_dict
-    from u2seg.train.trainer import build_dataset
+    from u2seg.data import build_dataset
 
     work = args.work or Path(tempfile.mkdtemp(prefix="u2seg-convergence-"))
     data = work / "data"

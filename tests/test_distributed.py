@@ -23,13 +23,9 @@ import yaml
 from u2seg.data.synth import make_synthetic_dataset
 from u2seg.errors import U2SegError
 from u2seg.train.config import ConfigError, load_config
-from u2seg.train.trainer import (
-    _Distributed,
-    _parameter_checksum,
-    _sample_seed,
-    _StepSampler,
-    train,
-)
+from u2seg.train.distributed import Distributed, parameter_checksum
+from u2seg.train.sampler import StepSampler, sample_seed
+from u2seg.train.trainer import train
 
 _TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -44,8 +40,8 @@ def _rows(out, kind="train"):
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_partition_the_single_process_global_batch(world):
     n, batch, seed, start, total = 7, 2, 5, 1, 6  # 7 samples: global batches straddle epochs
-    single = list(_StepSampler(n, batch * world, seed, start, total))
-    ranks = [list(_StepSampler(n, batch, seed, start, total, rank=r, world_size=world)) for r in range(world)]
+    single = list(StepSampler(n, batch * world, seed, start, total))
+    ranks = [list(StepSampler(n, batch, seed, start, total, rank=r, world_size=world)) for r in range(world)]
     assert all(len(r) == total - start for r in ranks)
     for i, expected in enumerate(single):
         parts = [r[i] for r in ranks]
@@ -55,7 +51,7 @@ def test_ranks_partition_the_single_process_global_batch(world):
         assert len(set(seeds)) == len(seeds)  # no position on two ranks
     step, rank = start + 2, world - 1  # rank r of W takes positions step·B·W + r·B + j
     first = step * batch * world + rank * batch
-    assert [s for _, s in ranks[rank][2]] == [_sample_seed(seed, p) for p in range(first, first + batch)]
+    assert [s for _, s in ranks[rank][2]] == [sample_seed(seed, p) for p in range(first, first + batch)]
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -63,15 +59,15 @@ def test_ranks_partition_the_single_process_global_batch(world):
 def test_environment_and_device_errors(monkeypatch):
     for name in _TORCHRUN_VARS:
         monkeypatch.delenv(name, raising=False)
-    assert not _Distributed.from_env().enabled
+    assert not Distributed.from_env().enabled
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(U2SegError, match="RANK, MASTER_ADDR, MASTER_PORT not set: .*torchrun --nproc-per-node"):
-        _Distributed.from_env()
+        Distributed.from_env()
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29500")
-    d = _Distributed.from_env()
+    d = Distributed.from_env()
     assert (d.rank, d.world_size, d.local_rank, d.enabled, d.is_main) == (1, 2, 1, True, False)
     assert d.resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(U2SegError, match="under torchrun each process takes cuda:LOCAL_RANK"):
@@ -148,10 +144,10 @@ def test_two_processes_train_one_model(ddp_run):
 
     # each rank logs a checksum of its final parameters: DDP kept them equal, and equal to the checkpoint
     checksums = dict(re.findall(r"rank (\d) of 2: parameter checksum (\w+)", process.stderr))
-    assert checksums == {"0": _parameter_checksum(model), "1": _parameter_checksum(model)}, process.stderr[-4000:]
+    assert checksums == {"0": parameter_checksum(model), "1": parameter_checksum(model)}, process.stderr[-4000:]
     assert "different parameters" not in process.stderr
     torch.manual_seed(0)
-    assert checksums["0"] != _parameter_checksum(create_model("u2netp"))  # it trained
+    assert checksums["0"] != parameter_checksum(create_model("u2netp"))  # it trained
 
 
 @pytest.fixture

@@ -21,8 +21,10 @@ import yaml
 
 from u2seg.data.synth import make_synthetic_dataset
 from u2seg.errors import U2SegError
+from u2seg.train.checkpoints import latest_checkpoint
 from u2seg.train.config import ConfigError, TrainConfig, load_config
-from u2seg.train.trainer import _Run, _summary_writer, latest_checkpoint, train
+from u2seg.train.logs import summary_writer
+from u2seg.train.trainer import Trainer, train
 
 
 @pytest.fixture(scope="module")
@@ -199,23 +201,23 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, binary_data, mo
 
     resumed = tmp_path / "resumed"
     if how == "sigint-during-step":  # a real Ctrl-C in the middle of step 3: it finishes, saves, stops
-        original = _Run._forward
+        original = Trainer._forward
 
         def forward(self, images, net):
             if self.model.training and self.step == 2:
                 os.kill(os.getpid(), signal.SIGINT)
             return original(self, images, net)
 
-        monkeypatch.setattr(_Run, "_forward", forward)
+        monkeypatch.setattr(Trainer, "_forward", forward)
     else:  # KeyboardInterrupt raised after step 3 (during the preview)
-        original = _Run.preview
+        original = Trainer.preview
 
         def preview(self):
             original(self)
             if self.step == 3:
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(_Run, "preview", preview)
+        monkeypatch.setattr(Trainer, "preview", preview)
     with pytest.raises(KeyboardInterrupt):
         train(config(resumed), progress=False)
     monkeypatch.undo()
@@ -291,14 +293,14 @@ def test_ema_weights_are_the_ones_evaluated_and_saved(tmp_path, binary_data):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_transform_stages_switch_crops_on_schedule(tmp_path, binary_data, monkeypatch, workers):
     seen = []
-    original = _Run._forward
+    original = Trainer._forward
 
     def forward(self, images, net):
         if self.model.training:
             seen.append(tuple(images.shape[-2:]))
         return original(self, images, net)
 
-    monkeypatch.setattr(_Run, "_forward", forward)
+    monkeypatch.setattr(Trainer, "_forward", forward)
     raw = _raw(binary_data["train"], out=tmp_path / "run", iterations=8, workers=workers)
     raw["data"]["train"]["stages"] = [
         {"until": 0.25, "transform": {"name": "official_train", "size": 40, "crop": 32}},
@@ -365,7 +367,7 @@ def test_tensorboard_scalars_match_the_metrics(tmp_path, binary_data):
 def test_tensorboard_not_installed_is_one_info_line(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were missing
     with caplog.at_level(logging.INFO, logger="u2seg"):
-        assert _summary_writer(tmp_path / "tensorboard", None) is None
+        assert summary_writer(tmp_path / "tensorboard", None) is None
     assert "pip install tensorboard" in caplog.text
     assert not (tmp_path / "tensorboard").exists()
 
@@ -440,12 +442,12 @@ def test_data_check_command_names_bad_files(tmp_path, capsys):
 
 
 def test_precision_auto_picks_bf16_only_on_bf16_hardware(tmp_path, binary_data, caplog):
-    from u2seg.train.trainer import _use_bf16
+    from u2seg.train.trainer import use_bf16
 
     cpu = torch.device("cpu")
-    assert _use_bf16("fp32", cpu) is False and _use_bf16("bf16", cpu) is True
+    assert use_bf16("fp32", cpu) is False and use_bf16("bf16", cpu) is True
     has_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert _use_bf16("auto", cpu) == has_bf16
+    assert use_bf16("auto", cpu) == has_bf16
     raw = _raw(binary_data["train"], out=tmp_path / "run", precision="auto", iterations=1)
     with caplog.at_level(logging.INFO, logger="u2seg.train.trainer"):
         result = train(raw, progress=False)

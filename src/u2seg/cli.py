@@ -493,7 +493,7 @@ def _add_data_check(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from .train.config import load_config
-    from .train.trainer import build_dataset
+    from .data import build_dataset
 
     config = load_config(args.config, args.overrides)
     problems = 0

@@ -7,6 +7,10 @@
     >>> item = train[0]    # {"image": 3×288×288 float32, "mask": 1×288×288 float32 0/1, "name": "00000"}
 
 Modules: ``datasets`` (FolderPairs, FileList, VOCSegmentation, check_dataset: needs torch),
+``build`` (build_dataset: a dataset from a training config's ``data.train`` / ``data.val``),
+``cache`` (decode_dataset: samples decoded and resized once), ``batch_augment`` (BatchPlan:
+crop, flips, colour jitter, normalisation of whole batches on the device), ``colour``
+(ColourJitter: one recipe, per image and per batch),
 ``transforms`` (albumentations recipes: official_train, official_eval, letterbox,
 build_transform), ``synth`` (make_synthetic_dataset) and ``split`` (split_dataset). Names load on
 first use: ``import u2seg.data`` and the ``synth`` and ``split`` modules do not import torch.
@@ -31,7 +35,12 @@ _LAZY = {
     "ImageNorm": "transforms", "JointTransform": "transforms", "TRANSFORMS": "transforms",
     "build_transform": "transforms", "letterbox": "transforms", "normalize_only": "transforms",
     "official_eval": "transforms", "official_train": "transforms", "register_transform": "transforms",
-    "resize_mask": "transforms",
+    "resize_mask": "transforms", "resize_pair": "transforms",
+    # decode-once cache and batch augmentation on the device, colour jitter
+    "BatchPlan": "batch_augment", "ColourJitter": "colour", "JitterSpec": "colour",
+    "CACHE_MODES": "cache", "DecodedSet": "cache", "decode_dataset": "cache",
+    # datasets from their configs
+    "DatasetSpec": "build", "build_dataset": "build", "under_root": "build",
     # synthetic data and splits (no torch)
     "SHAPES": "synth", "SynthSample": "synth", "class_names": "synth",
     "make_synthetic_dataset": "synth", "synth_sample": "synth",

@@ -44,7 +44,8 @@ i.e. a majority vote that keeps edges aligned with the image and thin parts from
 Random state: a :class:`JointTransform` reseeds itself the first time it runs in a new process,
 from ``torch.utils.data.get_worker_info().seed`` in a DataLoader worker (so workers differ, and
 runs repeat when ``torch.manual_seed`` is set) or from fresh entropy elsewhere; albumentations
-2.0 would otherwise give every worker the same augmentation sequence.
+2.0 would otherwise give every worker the same augmentation sequence. ``reseed(seed)`` restarts
+the sequence at a given seed (the trainer does so per sample).
 
 Importing this module imports albumentations, which imports torch when it is installed.
 """
@@ -52,6 +53,7 @@ Importing this module imports albumentations, which imports torch when it is ins
 from __future__ import annotations
 
 import os
+import random
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +68,8 @@ from albumentations.core.type_definitions import Targets  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..resize import RESAMPLE_METHODS, resize_rgb  # noqa: E402
+from .batch_augment import BatchPlan  # noqa: E402
+from .colour import ColourJitter, JitterSpec  # noqa: E402
 
 __all__ = [
     "IGNORE_INDEX",
@@ -84,6 +88,7 @@ __all__ = [
     "official_train",
     "register_transform",
     "resize_mask",
+    "resize_pair",
 ]
 
 IGNORE_INDEX = 255
@@ -157,6 +162,13 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int], *, binary: bool) -> np.
                       .resize(size, Image.Resampling.NEAREST))
 
 
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int, resample: str, *,
+                binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Image and mask to ``size×size`` exactly as :class:`PairResize` does (the decode-once cache
+    stores these pixels)."""
+    return _resize_image(image, (size, size), resample), resize_mask(mask, (size, size), binary=binary)
+
+
 class PairResize(A.DualTransform):
     """Resize to ``height×width``: the image as inference does (``resample``), the mask with
     :func:`resize_mask`."""
@@ -220,20 +232,24 @@ class JointTransform:
         norm: the image normalisation (default: ImageNet mean/std after dividing by the max).
         seed: fixes the random sequence (two transforms with one seed augment alike); None: random.
         name: shown in ``repr``.
+        batch_plan: the same augmentation as a :class:`~u2seg.data.batch_augment.BatchPlan` (resize
+            once, then crop/flip/normalise whole batches on the device), for the recipes that have
+            one; None: this transform runs per sample only.
 
     Call: ``transform(image, mask=None, *, binary=True) -> (float32 3×H×W, uint8 H×W | None)``.
     """
 
     def __init__(self, steps: Steps, *, norm: ImageNorm | None = None, seed: int | None = None,
-                 name: str = "custom") -> None:
+                 name: str = "custom", batch_plan: BatchPlan | None = None) -> None:
         if isinstance(steps, (A.BaseCompose, A.BasicTransform)):  # callable, but not a factory
             steps = [steps]
         factory = steps if callable(steps) else (lambda binary, _s=list(steps): _s)
-        self._pipelines = {binary: A.Compose(list(factory(binary)), seed=seed) for binary in (True, False)}
+        self._pipelines = {binary: A.Compose(list(factory(binary))) for binary in (True, False)}
         self.norm = norm if norm is not None else ImageNorm()
         self.seed = seed
         self.name = name
-        self._pid = os.getpid()
+        self.batch_plan = batch_plan
+        self.reseed(seed)
 
     def __repr__(self) -> str:
         steps = ", ".join(type(t).__name__ for t in self._pipelines[True].transforms)
@@ -259,19 +275,31 @@ class JointTransform:
         result_mask = np.ascontiguousarray(out["mask"]) if mask is not None else None
         return self.norm(out["image"]), result_mask
 
+    def reseed(self, seed: int | None) -> None:
+        """Restart the random sequence from ``seed`` (None: fresh entropy), for both mask kinds.
+
+        The trainer calls it before each sample, so that a sample's augmentation is a function of
+        its seed alone. It counts as this process's seeding: the reseed a new process (DataLoader
+        worker) otherwise does on its first call does not override it.
+
+        The steps draw in turn from one generator. (albumentations' ``set_random_seed`` would give
+        each step its own generator with the same seed: every step's first draw is then the same
+        number, so a flip would follow the crop's vertical offset, and two flips of equal p each
+        other.)"""
+        self._pid = os.getpid()
+        for pipeline in self._pipelines.values():
+            pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
     def _reseed_in_new_process(self) -> None:
         """A forked/spawned copy (DataLoader worker) must not replay its parent's random sequence."""
-        pid = os.getpid()
-        if pid == self._pid:
+        if os.getpid() == self._pid:
             return
-        self._pid = pid
         seed: int | None = None
         torch_data = sys.modules.get("torch.utils.data")
         info = torch_data.get_worker_info() if torch_data is not None else None
         if info is not None:  # differs per worker and per epoch; repeatable under torch.manual_seed
             seed = int(np.random.SeedSequence([info.seed % 2**63, self.seed or 0]).generate_state(1)[0])
-        for pipeline in self._pipelines.values():
-            pipeline.set_random_seed(seed)
+        self.reseed(seed)
 
 
 # --------------------------------------------------------------------------- recipes
@@ -293,19 +321,26 @@ def _norm(mean: Sequence[float], std: Sequence[float], input_norm: str) -> Image
 
 @register_transform("official_train")
 def official_train(size: int = 320, crop: int | None = 288, *, flip_p: float = 0.5,
-                   vflip_p: float = 0.0, resample: str = "lanczos", mean: Sequence[float] = IMAGENET_MEAN,
-                   std: Sequence[float] = IMAGENET_STD, input_norm: str = "max",
-                   seed: int | None = None) -> JointTransform:
+                   vflip_p: float = 0.0, brightness: float = 0.0, contrast: float = 0.0,
+                   saturation: float = 0.0, jitter_p: float = 1.0, resample: str = "lanczos",
+                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                   input_norm: str = "max", seed: int | None = None) -> JointTransform:
     """The official U²-Net training recipe: resize to ``size×size``, random ``crop×crop`` crop
     (None: no crop), horizontal flip with probability ``flip_p`` (and an upside-down flip with
     ``vflip_p``, 0 by default), then normalise (divide by the cropped image's max, ImageNet
-    mean/std). ``seed`` fixes the random sequence."""
+    mean/std). ``seed`` fixes the random sequence.
+
+    Not in the official recipe, off by default: a :class:`ColourJitter` after the flips
+    (``brightness``, ``contrast``, ``saturation``: factors within ``1 ± value``; with
+    probability ``jitter_p``). The transform carries the same steps as a ``batch_plan``, so the
+    trainer can run them on whole batches on the device from a decode-once cache."""
     if crop is not None and not 1 <= crop <= size:
         raise ValueError(f"crop must be within 1..size ({size}), got {crop}")
-    for label, p in (("flip_p", flip_p), ("vflip_p", vflip_p)):
+    for label, p in (("flip_p", flip_p), ("vflip_p", vflip_p), ("jitter_p", jitter_p)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{label} must be within [0, 1], got {p}")
     _check_resample(resample)
+    jitter = JitterSpec(brightness, contrast, saturation, jitter_p) if brightness or contrast or saturation else None
 
     def steps(binary: bool) -> list[A.BasicTransform]:
         out: list[A.BasicTransform] = [PairResize(size, size, resample=resample, binary=binary)]
@@ -315,10 +350,14 @@ def official_train(size: int = 320, crop: int | None = 288, *, flip_p: float = 0
             out.append(A.HorizontalFlip(p=flip_p))
         if vflip_p > 0:
             out.append(A.VerticalFlip(p=vflip_p))
+        if jitter is not None:
+            out.append(ColourJitter(jitter.brightness, jitter.contrast, jitter.saturation, p=jitter.p))
         return out
 
-    return JointTransform(steps, norm=_norm(mean, std, input_norm), seed=seed,
-                          name=f"official_train(size={size}, crop={crop})")
+    norm = _norm(mean, std, input_norm)
+    plan = BatchPlan(size, resample, crop, flip_p, vflip_p, norm, jitter)
+    return JointTransform(steps, norm=norm, seed=seed, name=f"official_train(size={size}, crop={crop})",
+                          batch_plan=plan)
 
 
 @register_transform("official_eval")
@@ -332,7 +371,8 @@ def official_eval(size: int = 320, *, resample: str = "lanczos", resize_mask: bo
     norm = _norm(mean, std, input_norm)
     if resize_mask:
         return JointTransform(lambda binary: [PairResize(size, size, resample=resample, binary=binary)],
-                              norm=norm, name=f"official_eval(size={size})")
+                              norm=norm, name=f"official_eval(size={size})",
+                              batch_plan=BatchPlan(size, resample, None, 0.0, 0.0, norm))
     return _ImageOnlyResize(size, resample, norm)
 
 

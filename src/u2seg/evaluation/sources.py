@@ -33,8 +33,8 @@ def from_config(path: str | Path, overrides: Sequence[str] = (), *, split: str =
                 weights: str | Path | None = None, need_weights: bool = True) -> EvalSource:
     """The ``data.<split>`` set of a training config, its model name, and its trained weights
     (``output_dir/best`` unless ``weights`` is given; None when not ``need_weights``)."""
+    from ..data import build_dataset
     from ..train.config import load_config
-    from ..train.trainer import build_dataset
 
     if split not in ("train", "val"):
         raise U2SegError(f"--split must be train or val, got {split!r}")
@@ -60,8 +60,8 @@ def from_folder(root: str | Path, *, format: str = "folder", num_classes: int = 
                 split: str | None = None) -> object:
     """A dataset named by its folder and layout (``folder``: images/ + masks/, ``filelist``,
     ``voc``); a wrong layout or a missing folder is one clear error."""
+    from ..data import build_dataset
     from ..train.config import DatasetConfig
-    from ..train.trainer import build_dataset
 
     if format not in ("folder", "filelist", "voc"):
         raise U2SegError(f"--format must be folder, filelist or voc, got {format!r}")

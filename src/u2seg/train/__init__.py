@@ -1,5 +1,12 @@
-"""Training: YAML configs, the trainer (checkpoints, exact resume, evaluation, previews) and the
-deep-supervision losses. Names load on first use, so importing the package is cheap."""
+"""Training: YAML configs, the trainer and the deep-supervision losses. Names load on first use,
+so importing the package is cheap.
+
+Modules: ``config`` (YAML → TrainConfig), ``trainer`` (the loop: ``train``, ``Trainer``),
+``batches`` (where batches come from), ``sampler`` (which samples make each step), ``optim``
+(optimizer, learning-rate schedule), ``losses``, ``ema``, ``checkpoints`` (save, load, RNG
+states), ``distributed`` (torchrun: process group, partitioning, all-reduce of logs), ``logs``
+(JSONL, CSV, TensorBoard), ``validation`` (metrics during training, the saved recipe) and
+``previews``."""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ _LAZY = {
     "DeepSupervisionLoss": "losses",
     "soft_dice_iou": "losses",
     "ConfigError": "config", "TrainConfig": "config", "load_config": "config", "config_from_dict": "config",
-    "train": "trainer", "latest_checkpoint": "trainer",
+    "Trainer": "trainer", "train": "trainer", "latest_checkpoint": "checkpoints",
 }
 
 __all__ = sorted(_LAZY)

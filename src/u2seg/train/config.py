@@ -23,6 +23,7 @@ from typing import Any, Union
 
 import yaml
 
+from ..data.build import under_root
 from ..errors import U2SegError
 
 __all__ = ["ConfigError", "DataConfig", "DatasetConfig", "LossConfig", "ModelConfig", "OptimizerConfig",
@@ -78,6 +79,9 @@ class DatasetConfig:
 class DataConfig:
     train: DatasetConfig = REQUIRED
     val: DatasetConfig | None = None
+    cache: str | bool = "auto"                 # auto | memory | mmap | off: decode once, augment batches on
+                                               # the device (official_train/eval; see u2seg.train.batches)
+    cache_dir: str | None = None            # mmap caches; default $U2SEG_HOME/train-cache
 
 
 @dataclass
@@ -122,6 +126,8 @@ class TrainConfig:
     precision: str = "fp32"                    # fp32 | bf16 (autocast) | auto (bf16 where the hardware has it)
     ema_decay: float = 0.0                     # 0: off; e.g. 0.998: evaluate and save an average of the weights
     channels_last: bool = False                # NHWC tensors: faster convolutions on CPUs and tensor cores
+    compile: str | bool = "off"                # off | default | reduce-overhead (CUDA graphs): torch.compile
+                                               # the training step's network; the first step compiles
     device: str = "auto"                       # auto | cpu | cuda | cuda:N (torchrun: process i takes cuda:i)
     sync_bn: bool = False                      # torchrun on GPUs: BatchNorm statistics over the global batch
     seed: int = 0
@@ -354,6 +360,13 @@ def _choice(value: str, choices: typing.Sequence[str], key: str, source: str) ->
         raise ConfigError(f"{source}: {key}: {value!r} is not one of {', '.join(choices)}{hint}")
 
 
+def _switch(value: str | bool, on: str) -> str:
+    """A setting with an ``off`` value: YAML reads ``off`` (and ``on``) as a boolean."""
+    if isinstance(value, bool):
+        return on if value else "off"
+    return value
+
+
 def _positive(value: float | None, key: str, source: str, *, zero: bool = False) -> None:
     if value is None:
         return
@@ -387,6 +400,8 @@ def _check_values(c: TrainConfig, source: str, check_paths: bool) -> None:
     for key in ("workers", "eval_interval", "save_interval", "keep_checkpoints", "preview_interval", "seed"):
         _positive(getattr(c, key), key, source, zero=True)
     _choice(c.precision, ("fp32", "bf16", "auto"), "precision", source)
+    c.compile = _switch(c.compile, "default")
+    _choice(c.compile, ("off", "default", "reduce-overhead"), "compile", source)
     if not (0 <= c.ema_decay < 1):
         raise ConfigError(f"{source}: ema_decay: must lie in [0, 1) (0: off; 0.99 … 0.9999 typical), "
                           f"got {c.ema_decay}")
@@ -421,6 +436,8 @@ def _check_values(c: TrainConfig, source: str, check_paths: bool) -> None:
                               f"{len(lo.weights)} weights")
     _positive(lo.dice_weight, "loss.dice_weight", source, zero=True)
     _positive(lo.iou_weight, "loss.iou_weight", source, zero=True)
+    c.data.cache = _switch(c.data.cache, "auto")
+    _choice(c.data.cache, ("auto", "memory", "mmap", "off"), "data.cache", source)
     for split in ("train", "val"):
         d = getattr(c.data, split)
         if d is not None:
@@ -473,7 +490,7 @@ def _check_dataset(d: DatasetConfig, key: str, num_classes: int, source: str, ch
     if d.format == "folder":
         for option, default in (("images_dir", "images"), ("masks_dir", "masks")):
             given = getattr(d, option)
-            folder = _under(root, given) if given is not None else root / default
+            folder = under_root(root, given) if given is not None else root / default
             if not folder.is_dir():
                 raise ConfigError(f"{source}: {key}.{option}: {folder}: folder not found")
     elif d.format == "filelist":
@@ -482,10 +499,3 @@ def _check_dataset(d: DatasetConfig, key: str, num_classes: int, source: str, ch
             raise ConfigError(f"{source}: {key}.list_file: {d.list_file}: file list not found "
                               f"(in {root} or the current folder)")
 
-
-def _under(root: Path, given: str) -> Path:
-    """A sub-folder option: relative to the root when it exists there, else as given."""
-    path = Path(given).expanduser()
-    if not path.is_absolute() and (root / path).exists():
-        return root / path
-    return path if path.exists() or path.is_absolute() else root / path
