@@ -289,7 +289,6 @@ class _Remover:
         review = self.job.review
         for result in results:
             assert result is not None
-            copies = [path for path in result.written if review is not None and path.is_relative_to(review.folder)]
-            records.append(record_of(result, review=copies[0] if copies else None).to_json())
+            records.append((review.record(result) if review is not None else record_of(result)).to_json())
             written.append(json.dumps([str(path) for path in result.written]))
         return {"record": records, "written": written}

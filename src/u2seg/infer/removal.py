@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import PixelLimitError  # defined there (load_image raises it too); importable from here
-from .engine import Files, Item, Prediction, Report, run_job, run_one
+from .engine import Files, Item, Prediction, Report, Result, run_job, run_one
 from .files import Task
 from ..image_encode import encode_image
 from ..image_io import carry_icc_profile
@@ -34,6 +34,11 @@ class Review:
     folder: Path
     below: float = DEFAULT_REVIEW_BELOW
     root: Path | None = None
+
+    def record(self, result: Result) -> ImageRecord:
+        """The record of ``result``, naming the copy written here for review, if any."""
+        copies = [path for path in result.written if path.is_relative_to(self.folder)]
+        return record_of(result, review=copies[0] if copies else None)
 
     def path_for(self, output: Path) -> Path:
         try:
@@ -146,8 +151,7 @@ def remove_files(predictor: Predictor, tasks: Iterable[Task], options: RefineOpt
     def on_result(result) -> None:  # noqa: ANN001 - an engine Result
         if log is None and manifest is None and on_record is None:
             return
-        copies = [path for path in result.written if review is not None and path.is_relative_to(review.folder)]
-        record = record_of(result, review=copies[0] if copies else None)
+        record = review.record(result) if review is not None else record_of(result)
         if manifest is not None:
             manifest.write(record)
         if log is not None:
