@@ -142,3 +142,14 @@ def test_inputs_given_as_fsspec_urls(cluster, inputs, tmp_path, capsys):
     capsys.readouterr()
     assert main(["remove", url, "-o", str(by_url), "-m", "u2netp", "--engine", "ray"]) == 0
     assert "3 file(s) already done" in capsys.readouterr().err
+
+
+def test_review_copies_on_ray(cluster, inputs, tmp_path):
+    """``--review``: the workers write the copies too, and the driver's records name them."""
+    out, review = tmp_path / "out", tmp_path / "review"
+    assert main(["remove", str(inputs / "sub"), "-o", str(out), "-m", "u2netp", "--engine", "ray",
+                 "--review", str(review), "--review-below", "1.0"]) == 0
+    copies = sorted(p.relative_to(review) for p in review.rglob("*.png"))
+    assert copies == sorted(p.relative_to(out) for p in out.rglob("*.png")) and len(copies) == 3
+    for record in _latest(out).values():
+        assert record.status == "done" and Path(record.review).read_bytes() == Path(record.output).read_bytes()
