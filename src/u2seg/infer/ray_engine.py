@@ -40,9 +40,9 @@ from .engine import Item, Prediction, Report, Result, Timer, error_line, finish_
 from .files import Task, plan_outputs
 from .manifest import MANIFEST_NAME, Manifest, read_with_facts, settings_digest
 from .predictor import HostPreparer
-from .records import ImageRecord, RecordLog, record_of
+from .records import ImageRecord
 from .refine import RefineOptions
-from .removal import RemovalJob, Review
+from .removal import RecordSinks, RemovalJob, Review, record_for
 from .sessions import PredictorSpec
 
 __all__ = ["remove_with_ray", "remove_files_ray", "RAY_MISSING"]
@@ -148,9 +148,8 @@ def _run(ray: Any, spec: PredictorSpec, tasks: list[Task], options: RefineOption
         logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     rows = [{"index": i, "source": str(task.source), "output": str(task.output)} for i, task in enumerate(tasks)]
-    log_file = RecordLog(report) if report is not None else None
+    sinks = RecordSinks(report, manifest, on_record)
     if manifest is not None:
-        manifest.open()
         manifest.claim(tasks)  # these outputs are this job's, recorded before any is written
     job = RemovalJob(options, fmt, compression, review=review)
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 1 + len(rows) // DECODE_ROWS)))
@@ -174,22 +173,14 @@ def _run(ray: Any, spec: PredictorSpec, tasks: list[Task], options: RefineOption
                 record = ImageRecord.from_json(row["record"])
                 written = [Path(path) for path in json.loads(row["written"])]
                 _account(result_report, record, written)
-                if manifest is not None:
-                    manifest.write(record)
-                if log_file is not None:
-                    log_file.write(record)
-                if on_record is not None:
-                    on_record(record)
+                sinks.write(record)
                 if record.error is not None and on_error is not None:
                     with bar.external_write_mode(file=bar.fp):
                         on_error(record.error)
                 bar.update()
     finally:
         result_report.seconds = time.perf_counter() - start
-        if log_file is not None:
-            log_file.close()
-        if manifest is not None:
-            manifest.close()
+        sinks.close()
     return result_report
 
 
@@ -289,6 +280,6 @@ class _Remover:
         review = self.job.review
         for result in results:
             assert result is not None
-            records.append((review.record(result) if review is not None else record_of(result)).to_json())
+            records.append(record_for(result, review).to_json())
             written.append(json.dumps([str(path) for path in result.written]))
         return {"record": records, "written": written}

@@ -23,7 +23,8 @@ from .records import ImageRecord, RecordLog, record_of
 from .refine import RefineOptions, finish_output, needs_host, refine_output
 from .sessions import get_predictor
 
-__all__ = ["RemovalJob", "Review", "PixelLimitError", "remove", "render", "remove_files", "network_threads"]
+__all__ = ["RemovalJob", "Review", "RecordSinks", "PixelLimitError", "remove", "render", "remove_files", "record_for",
+           "network_threads"]
 
 
 @dataclass(frozen=True)
@@ -144,26 +145,50 @@ def remove_files(predictor: Predictor, tasks: Iterable[Task], options: RefineOpt
     items = (Item(manifest.source_for(task) if manifest is not None else task.source, str(task.source),
                   task.output) for task in tasks)
     job = RemovalJob(options, fmt, compression, review=review)
-    log = RecordLog(report) if report is not None else None
-    if manifest is not None:
-        manifest.open()
+    sinks = RecordSinks(report, manifest, on_record)
 
-    def on_result(result) -> None:  # noqa: ANN001 - an engine Result
-        if log is None and manifest is None and on_record is None:
-            return
-        record = review.record(result) if review is not None else record_of(result)
-        if manifest is not None:
-            manifest.write(record)
-        if log is not None:
-            log.write(record)
-        if on_record is not None:
-            on_record(record)
+    def on_result(result: Result) -> None:
+        if sinks.wanted:
+            sinks.write(record_for(result, review))
 
     try:
         return run_job(predictor, items, job, batch_size=batch_size, workers=workers, on_error=on_error,
                        on_result=on_result, progress=progress, total=len(tasks) if isinstance(tasks, Sized) else None)
     finally:
-        if log is not None:
-            log.close()
+        sinks.close()
+
+
+def record_for(result: Result, review: Review | None) -> ImageRecord:
+    """The record of one result, naming its review copy when the job keeps one."""
+    return review.record(result) if review is not None else record_of(result)
+
+
+class RecordSinks:
+    """Where a folder job's records go (opened here, closed by :meth:`close`): the job's
+    manifest, ``--report``'s JSON lines, and a callback; the local and the Ray engine share it."""
+
+    def __init__(self, report: str | Path | None, manifest: Manifest | None,
+                 on_record: Callable[[ImageRecord], None] | None) -> None:
+        self.log = RecordLog(report) if report is not None else None
+        self.manifest = manifest
+        self.on_record = on_record
         if manifest is not None:
-            manifest.close()
+            manifest.open()
+
+    @property
+    def wanted(self) -> bool:
+        return self.log is not None or self.manifest is not None or self.on_record is not None
+
+    def write(self, record: ImageRecord) -> None:
+        if self.manifest is not None:
+            self.manifest.write(record)
+        if self.log is not None:
+            self.log.write(record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        if self.manifest is not None:
+            self.manifest.close()
