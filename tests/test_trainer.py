@@ -442,7 +442,7 @@ def test_data_check_command_names_bad_files(tmp_path, capsys):
 
 
 def test_precision_auto_picks_bf16_only_on_bf16_hardware(tmp_path, binary_data, caplog):
-    from u2seg.train.trainer import use_bf16
+    from u2seg.train.build import use_bf16
 
     cpu = torch.device("cpu")
     assert use_bf16("fp32", cpu) is False and use_bf16("bf16", cpu) is True

@@ -12,7 +12,8 @@ Modules: ``datasets`` (FolderPairs, FileList, VOCSegmentation, check_dataset: ne
 crop, flips, colour jitter, normalisation of whole batches on the device), ``colour``
 (ColourJitter: one recipe, per image and per batch),
 ``transforms`` (albumentations recipes: official_train, official_eval, letterbox,
-build_transform), ``synth`` (make_synthetic_dataset) and ``split`` (split_dataset). Names load on
+build_transform), ``pair_resize`` (PairResize, resize_mask: image and mask resized together, the
+image as inference does), ``synth`` (make_synthetic_dataset) and ``split`` (split_dataset). Names load on
 first use: ``import u2seg.data`` and the ``synth`` and ``split`` modules do not import torch.
 """
 
@@ -35,7 +36,8 @@ _LAZY = {
     "ImageNorm": "transforms", "JointTransform": "transforms", "TRANSFORMS": "transforms",
     "build_transform": "transforms", "letterbox": "transforms", "normalize_only": "transforms",
     "official_eval": "transforms", "official_train": "transforms", "register_transform": "transforms",
-    "resize_mask": "transforms", "resize_pair": "transforms",
+    # image and mask resized together (albumentations)
+    "resize_mask": "pair_resize", "resize_pair": "pair_resize",
     # decode-once cache and batch augmentation on the device, colour jitter
     "BatchPlan": "batch_augment", "ColourJitter": "colour", "JitterSpec": "colour",
     "CACHE_MODES": "cache", "DecodedSet": "cache", "decode_dataset": "cache",

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import write_bytes_atomic
-from .transforms import resize_pair
+from .pair_resize import resize_pair
 
 __all__ = ["AUTO_MEMORY_BYTES", "CACHE_MODES", "DecodedSet", "decode_dataset"]
 
@@ -78,7 +78,7 @@ def _decoded_bytes(count: int, size: int) -> int:
 
 def decode_dataset(dataset: Any, size: int, resample: str, *, mode: str = "auto", folder: str | Path | None = None,
                    workers: int | None = None, progress: bool = False) -> DecodedSet:
-    """``dataset``'s samples (``load_pair``) resized to ``size×size`` as :class:`PairResize` does.
+    """``dataset``'s samples (``load_pair``) resized to ``size×size`` as :class:`~.pair_resize.PairResize` does.
 
     Args:
         mode: ``memory``, ``mmap`` or ``auto`` (see the module's doc).

@@ -29,17 +29,9 @@ Recipes (``build_transform(name, **kw)`` picks one by name, for YAML configs):
 ``normalize_only()``
     No geometry, just :class:`ImageNorm` (what datasets use when ``transform=None``).
 
-Resize filters: images are resized exactly as inference resizes them
-(:func:`u2seg.resize.resize_rgb`; ``resample="lanczos"`` by default, Pillow's Lanczos,
-which low-pass filters when shrinking). OpenCV's filters, which albumentations' own ``Resize``
-uses, give different pixels: on scikit-image's astronaut, coffee and rocket photos resized to
-320×320, mean |Δ| against Pillow's Lanczos in 0..255 units was 1.9-2.3 (INTER_LANCZOS4), 1.1-1.5
-(INTER_LINEAR) and 1.0-1.4 (INTER_AREA), max |Δ| 30-80 (tests/test_data.py measures it). Masks:
-multi-class masks use nearest neighbour (Pillow's, which samples pixel centres like the image
-filters; OpenCV's INTER_NEAREST samples corners: 8→4 px picks 0, 2, 4, 6 instead of 1, 3, 5, 7,
-a shift of half an output pixel against the image); binary masks are resized as 0/255 with Pillow's
-bilinear filter (which averages the whole footprint when shrinking) and re-thresholded at 128,
-i.e. a majority vote that keeps edges aligned with the image and thin parts from aliasing away.
+Resize filters (:mod:`.pair_resize`): images are resized exactly as inference resizes them
+(``resample="lanczos"`` by default); binary masks by a bilinear majority vote, multi-class masks
+by nearest neighbour, so that labels stay labels and edges line up with the image.
 
 Random state: a :class:`JointTransform` reseeds itself the first time it runs in a new process,
 from ``torch.utils.data.get_worker_info().seed`` in a DataLoader worker (so workers differ, and
@@ -64,12 +56,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # else: a PyPI request o
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from albumentations.core.type_definitions import Targets  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from ..resize import RESAMPLE_METHODS, resize_rgb  # noqa: E402
 from .batch_augment import BatchPlan  # noqa: E402
 from .colour import ColourJitter, JitterSpec  # noqa: E402
+from .pair_resize import LongestSideResize, PairResize, check_resample, resize_image  # noqa: E402
 
 __all__ = [
     "IGNORE_INDEX",
@@ -77,8 +67,6 @@ __all__ = [
     "IMAGENET_STD",
     "ImageNorm",
     "JointTransform",
-    "LongestSideResize",
-    "PairResize",
     "Transform",
     "TRANSFORMS",
     "build_transform",
@@ -87,8 +75,6 @@ __all__ = [
     "official_eval",
     "official_train",
     "register_transform",
-    "resize_mask",
-    "resize_pair",
 ]
 
 IGNORE_INDEX = 255
@@ -129,91 +115,6 @@ class ImageNorm:
             x /= scale
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
-# --------------------------------------------------------------------------- resizing
-
-
-def _check_resample(resample: str) -> None:
-    if resample not in RESAMPLE_METHODS:
-        raise ValueError(f"resample must be one of {', '.join(RESAMPLE_METHODS)}, not {resample!r}")
-
-
-def _resize_image(image: np.ndarray, size: tuple[int, int], resample: str) -> np.ndarray:
-    """``uint8 H×W×3`` → ``size`` = (width, height), by the inference resize."""
-    if (image.shape[1], image.shape[0]) == tuple(size):
-        return image
-    return resize_rgb(Image.fromarray(np.ascontiguousarray(image)), size, resample)
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int], *, binary: bool) -> np.ndarray:
-    """A ``uint8 H×W`` label mask → ``size`` = (width, height).
-
-    Binary (0/1): resized as 0/255 with Pillow's bilinear filter, then ``>= 128`` → 1 (a majority
-    vote over each output pixel's footprint). Multi-class: Pillow's nearest neighbour, so class
-    indices and 255 (ignore) are never blended.
-    """
-    if (mask.shape[1], mask.shape[0]) == tuple(size):
-        return mask
-    if binary:
-        scaled = Image.fromarray((mask > 0).astype(np.uint8) * 255)
-        return (np.asarray(scaled.resize(size, Image.Resampling.BILINEAR)) >= 128).astype(np.uint8)
-    return np.asarray(Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))
-                      .resize(size, Image.Resampling.NEAREST))
-
-
-def resize_pair(image: np.ndarray, mask: np.ndarray, size: int, resample: str, *,
-                binary: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Image and mask to ``size×size`` exactly as :class:`PairResize` does (the decode-once cache
-    stores these pixels)."""
-    return _resize_image(image, (size, size), resample), resize_mask(mask, (size, size), binary=binary)
-
-
-class PairResize(A.DualTransform):
-    """Resize to ``height×width``: the image as inference does (``resample``), the mask with
-    :func:`resize_mask`."""
-
-    _targets = (Targets.IMAGE, Targets.MASK)
-
-    def __init__(self, height: int, width: int, *, resample: str = "lanczos", binary: bool = True,
-                 p: float = 1.0) -> None:
-        super().__init__(p=p)
-        _check_resample(resample)
-        if min(height, width) < 1:
-            raise ValueError(f"size must be positive, got {width}×{height}")
-        self.height, self.width, self.resample, self.binary = int(height), int(width), resample, binary
-
-    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
-        return _resize_image(img, (self.width, self.height), self.resample)
-
-    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
-        return resize_mask(mask, (self.width, self.height), binary=self.binary)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("height", "width", "resample", "binary")
-
-
-class LongestSideResize(PairResize):
-    """Scale so that the longest side is ``max_size`` (aspect kept, the short side rounded)."""
-
-    def __init__(self, max_size: int, *, resample: str = "lanczos", binary: bool = True,
-                 p: float = 1.0) -> None:
-        super().__init__(max_size, max_size, resample=resample, binary=binary, p=p)
-        self.max_size = int(max_size)
-
-    def _target(self, shape: tuple[int, ...]) -> tuple[int, int]:
-        h, w = shape[:2]
-        scale = self.max_size / max(h, w)
-        return max(1, round(w * scale)), max(1, round(h * scale))
-
-    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
-        return _resize_image(img, self._target(img.shape), self.resample)
-
-    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
-        return resize_mask(mask, self._target(mask.shape), binary=self.binary)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("max_size", "resample", "binary")
 
 
 # --------------------------------------------------------------------------- the joint transform
@@ -339,7 +240,7 @@ def official_train(size: int = 320, crop: int | None = 288, *, flip_p: float = 0
     for label, p in (("flip_p", flip_p), ("vflip_p", vflip_p), ("jitter_p", jitter_p)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{label} must be within [0, 1], got {p}")
-    _check_resample(resample)
+    check_resample(resample)
     jitter = JitterSpec(brightness, contrast, saturation, jitter_p) if brightness or contrast or saturation else None
 
     def steps(binary: bool) -> list[A.BasicTransform]:
@@ -367,7 +268,7 @@ def official_eval(size: int = 320, *, resample: str = "lanczos", resize_mask: bo
     """Resize to ``size×size`` and normalise: equal to ``Preprocessing(size=(size, size))`` on the
     image. ``resize_mask=False`` keeps the mask at the original size (to score at full
     resolution; batches then need equal-sized images, e.g. ``batch_size=1``)."""
-    _check_resample(resample)
+    check_resample(resample)
     norm = _norm(mean, std, input_norm)
     if resize_mask:
         return JointTransform(lambda binary: [PairResize(size, size, resample=resample, binary=binary)],
@@ -387,7 +288,7 @@ class _ImageOnlyResize:
 
     def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, *,
                  binary: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        resized = _resize_image(np.asarray(image), (self.size, self.size), self.resample)
+        resized = resize_image(np.asarray(image), (self.size, self.size), self.resample)
         return self.norm(resized), mask
 
 
@@ -397,7 +298,7 @@ def letterbox(size: int = 320, *, resample: str = "lanczos", mean: Sequence[floa
     """Longest side to ``size`` (aspect kept), centred on a ``size×size`` canvas: the image padded
     with black (0, before normalisation), the mask with 0 (background) when binary and with 255
     (ignore, so padding is not scored) when multi-class."""
-    _check_resample(resample)
+    check_resample(resample)
 
     def steps(binary: bool) -> list[A.BasicTransform]:
         return [LongestSideResize(size, resample=resample, binary=binary),

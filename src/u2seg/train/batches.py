@@ -13,21 +13,27 @@
 
 Both take the samples the step sampler (:mod:`.sampler`) names, with the same augmentation seeds,
 and give the same batches up to float rounding; the log says which path runs and why.
+
+A run's batches (:func:`training_batches`) follow its transform stages (``data.train.stages``):
+each earlier transform until its fraction of the run, then the configured one.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .sampler import SeededItems, StepSampler
 
-__all__ = ["BatchSource"]
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+__all__ = ["BatchSource", "stage_at", "training_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +128,31 @@ class BatchSource:
                 masks = masks.to(self.device, non_blocking=True)
                 x, y = plan.apply(images, masks, draws, binary=self.dataset.binary)
                 yield {"image": x, "mask": y}
+
+
+def stage_at(stages: Sequence[tuple[float, Any]], fraction: float) -> int:
+    """The index of the ``(until, transform)`` stage that applies ``fraction`` (0 … 1) into the
+    run: the first whose ``until`` lies beyond it, else the last."""
+    return next(i for i, (until, _) in enumerate(stages) if fraction < until or i == len(stages) - 1)
+
+
+def training_batches(trainer: Trainer) -> Iterator[dict[str, Any]]:
+    """The trainer's batches from its current step on, until its last step or the end of its time
+    budget. When the transform stage changes the source starts again from that step with the new
+    transform."""
+    t, c, dist = trainer, trainer.config, trainer.dist
+    while (t.total is None or t.step < t.total) and not t.budget_spent():
+        stage = stage_at(t.stage_transforms, t.run_fraction())
+        until, transform = t.stage_transforms[stage]
+        if t.train_set.transform is not transform:
+            t.train_set.transform = transform
+            log.info("step %d: training transform %s%s", t.step, transform,
+                     f" until {until:g} of the run" if until <= 1 else "")
+        sampler = StepSampler(len(t.train_set), c.batch_size, c.seed, t.step, t.total,
+                              rank=dist.rank, world_size=dist.world_size)
+        for batch in t.source.batches(transform, sampler):
+            yield batch
+            if stage_at(t.stage_transforms, t.run_fraction()) != stage:
+                break
+        else:
+            return

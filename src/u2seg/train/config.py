@@ -8,6 +8,10 @@ Every error is a :class:`ConfigError` that names the file and the key (``data.tr
 unknown keys (with a "did you mean" suggestion), wrong types, missing required keys, missing
 dataset files and folders, and inconsistent values. Relative paths are taken from the current
 working directory.
+
+Here: the schema (the dataclasses) and the checks of its values. Turning the YAML mapping into
+the dataclasses (keys, types, ``--set`` overrides) is :mod:`.config_parse`'s; ``ConfigError``,
+``apply_overrides`` and ``config_to_dict`` come from there and are importable from here too.
 """
 
 from __future__ import annotations
@@ -15,26 +19,21 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
 from ..data.build import under_root
-from ..errors import U2SegError
+from .config_parse import ConfigError, apply_overrides, config_to_dict, dataclass_from_dict
 
 __all__ = ["ConfigError", "DataConfig", "DatasetConfig", "LossConfig", "ModelConfig", "OptimizerConfig",
            "ScheduleConfig", "SyntheticConfig", "TrainConfig", "TransformStage", "apply_overrides", "config_from_dict",
            "config_to_dict", "load_config"]
 
 REQUIRED: Any = dataclasses.MISSING
-
-
-class ConfigError(U2SegError):
-    """A training configuration is invalid; the message names the file and the key."""
 
 
 @dataclass
@@ -167,142 +166,11 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = (), *, check
     return config_from_dict(raw, source=str(path), check_paths=check_paths)
 
 
-def apply_overrides(raw: dict, overrides: typing.Sequence[str], *, source: str = "config") -> dict:
-    """A copy of ``raw`` with each ``a.b.c=value`` applied (value parsed as YAML; ``a.b=`` → null)."""
-    import copy
-
-    raw = copy.deepcopy(raw)
-    for item in overrides:
-        key, sep, text = str(item).partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=1e-4")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
-        node = raw
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                where = ".".join(parts[: i + 1])
-                raise ConfigError(f"--set {item!r}: {where} is a {_kind(child)}, not a section with keys")
-            node = child
-        node[parts[-1]] = value
-    return raw
-
-
 def config_from_dict(raw: dict, *, source: str = "config", check_paths: bool = True) -> TrainConfig:
     """Validate a plain dict (as read from YAML) into a :class:`TrainConfig`."""
-    config = _build(TrainConfig, raw, "", source)
+    config = dataclass_from_dict(TrainConfig, raw, source=source, aliases=_ALIASES)
     _check_values(config, source, check_paths)
     return config
-
-
-def config_to_dict(config: Any) -> dict:
-    """A plain, YAML/JSON-friendly dict (tuples as lists) of a config dataclass."""
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-    return plain(config)
-
-
-# --------------------------------------------------------------------------------------------
-# structural validation
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "mapping"}.get(type(value), type(value).__name__)
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        if origin is tuple:
-            return f"a list of {len(args)} {_describe(args[0])}s"
-        return f"a list of {_describe(args[0])}s"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(tp, str(tp))
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise _Mismatch
-        # dataclasses first (their errors are the informative ones), then plain types
-        for arg in sorted((a for a in args if a is not type(None)), key=lambda a: not dataclasses.is_dataclass(a)):
-            try:
-                return _convert(value, arg, key, source)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise _Mismatch
-        return _build(tp, value, key, source)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
-            return int(value)
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise _Mismatch from None
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if tp is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise _Mismatch
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        return [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise _Mismatch
-        return tuple(_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
-    raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module
 
 
 # names other trainers use (PaddleSeg, mmseg, the official script) → ours, for "did you mean"
@@ -317,36 +185,6 @@ _ALIASES = {
     "train_dataset": "train", "val_dataset": "val", "validation": "val", "dataset_root": "root",
     "train_path": "list_file", "transforms": "transform", "type": "format",
 }
-
-
-def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    section = prefix or "the top level"
-    for key in raw:
-        if key not in fields:
-            where = f"{prefix}.{key}" if prefix else str(key)
-            alias = _ALIASES.get(str(key).lower())
-            close = [alias] if alias in fields else difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{source}: {where}: unknown key in {section}{hint} "
-                              f"(known: {', '.join(fields)})")
-    values = {}
-    for name, f in fields.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{source}: {key}: required key is missing")
-            continue
-        value = raw[name]
-        tp = hints[name]
-        try:
-            values[name] = _convert(value, tp, key, source)
-        except _Mismatch:
-            if value is None and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{source}: {key}: required key is empty") from None
-            raise ConfigError(f"{source}: {key}: expected {_describe(tp)}, got {_kind(value)} {value!r}") from None
-    return cls(**values)
 
 
 # --------------------------------------------------------------------------------------------

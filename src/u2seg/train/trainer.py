@@ -1,18 +1,17 @@
 """The training loop: ``train(config) -> final metrics``, and the :class:`Trainer` that runs it.
 
-- Data: the config's datasets (``u2seg.data.build_dataset``), checked with ``check_dataset``
-  before the first step; batches from :mod:`.batches`, in the order :mod:`.sampler` fixes (a pure
-  function of (seed, step): a resumed run sees exactly the batches the uninterrupted run would).
-- Model: ``create_model``; ``pretrained`` weights load with ``load_weights_into`` (a head of
-  another ``num_classes`` is skipped and reported in the log and in the result's ``skipped``).
-- Loss ``DeepSupervisionLoss`` (binary for ``num_classes == 1``, else multiclass), the optimizer
-  and LambdaLR schedule of :mod:`.optim` (warm-up, then constant / poly / cosine).
+- Set-up (:mod:`.build`, :mod:`.optim`): the config's datasets, checked before the first step;
+  the model (``pretrained`` tensors of another shape, e.g. a head of another ``num_classes``, start
+  from scratch and are listed in the log and in the result's ``skipped``); the deep-supervision
+  loss; the optimizer and LambdaLR schedule (warm-up, then constant / poly / cosine).
+- Batches from :mod:`.batches`, in the order :mod:`.sampler` fixes (a pure function of (seed,
+  step): a resumed run sees exactly the batches the uninterrupted run would).
 - ``output_dir``: ``config.yaml``, the logs (:mod:`.logs`: ``metrics.jsonl``, ``metrics.csv``,
   ``tensorboard/``), ``checkpoints/step_N.pt`` (:mod:`.checkpoints`, the last
   ``keep_checkpoints``), ``best/`` (``save_pretrained`` by maxF, binary, or mIoU, multiclass,
   with the recipe of :mod:`.validation`), ``previews/step_N.png`` (:mod:`.previews`).
 - ``resume=True`` continues from the latest checkpoint in ``output_dir/checkpoints``, a path from
-  that checkpoint. Ctrl-C saves a checkpoint, then re-raises ``KeyboardInterrupt``.
+  that checkpoint. Ctrl-C saves a checkpoint, then re-raises ``KeyboardInterrupt`` (:mod:`.interrupt`).
 - ``max_minutes``: a time budget on the run's clock (``run_seconds``: wall time of setup (data
   checks), training, evaluation and checkpoints, summed over resumed sessions). Poly/cosine decay
   follow the clock (``clock / budget``, or the further of that and the step count when
@@ -29,45 +28,32 @@ import contextlib
 import json
 import logging
 import math
-import os
-import random
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+import yaml
+from tqdm import tqdm
 
 from ..errors import U2SegError
 from ..fileio import write_bytes_atomic
-from .batches import BatchSource
+from .batches import training_batches
+from .build import build_data, build_loss, build_model, seed_everything, total_steps, use_bf16
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_from_dict, config_to_dict
 from .distributed import Distributed
 from .ema import ModelEMA
+from .interrupt import InterruptHandler
 from .logs import MetricsLog, jsonable
 from .optim import build_optimizer, build_schedule
-from .sampler import StepSampler
+from .previews import preview_png
+from .validation import evaluate_and_log, save_final_weights, validate
 
-__all__ = ["Trainer", "train", "use_bf16"]
+__all__ = ["Trainer", "train"]
 
 log = logging.getLogger(__name__)
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast for ``precision: bf16``, and for ``auto`` where the hardware has bf16 units
-    (CUDA GPUs that support it; CPUs with AVX-512 bf16 or AMX). Elsewhere bf16 is emulated and
-    slower than fp32, so ``auto`` picks fp32."""
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = getattr(torch, "cpu", None)
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 class Trainer:
@@ -87,20 +73,10 @@ class Trainer:
     # -- setup --------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from ..data import build_dataset, build_transform, check_dataset
-        from ..models import create_model
-        from .losses import DeepSupervisionLoss
-
-        c = self.config
-        random.seed(c.seed)
-        np.random.seed(c.seed)
-        torch.manual_seed(c.seed)
-        if c.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        dist = self.dist
+        """Seed, pick the device and precision, build data, model, loss, optimizer and schedule
+        (:mod:`.build`, :mod:`.optim`), resume when asked, and write ``config.yaml``."""
+        c, dist = self.config, self.dist
+        seed_everything(c.seed, c.deterministic)
         self.device = dist.resolve_device(c.device)
         if c.sync_bn and self.device.type != "cuda":
             raise U2SegError(f"sync_bn: SyncBatchNorm needs CUDA, the device is {self.device} "
@@ -112,52 +88,16 @@ class Trainer:
         self.num_classes = c.model.num_classes
         self.binary = self.num_classes == 1
 
-        # rank 0 first: it makes a synthetic set the others then read, and reports bad files once
-        with dist.main_first():
-            self.train_set = build_dataset(c.data.train, self.num_classes)
-            if dist.is_main:
-                check_dataset(self.train_set)
-            self.val_set = None
-            if c.data.val is not None:
-                self.val_set = build_dataset(c.data.val, self.num_classes)
-                if dist.is_main:
-                    check_dataset(self.val_set)
-            # (until, transform): the earlier stages, then the configured transform for the rest
-            self.stage_transforms = [(s.until, build_transform(s.transform)) for s in c.data.train.stages or ()]
-            self.stage_transforms.append((math.inf, self.train_set.transform))
-            self.source = BatchSource(self.train_set, self.device, workers=c.workers, cache=c.data.cache,
-                                      cache_dir=c.data.cache_dir, progress=self.progress and dist.is_main)
-            self.source.prepare(t for _, t in self.stage_transforms)  # mmap: rank 0 decodes, the others reuse
-        n = len(self.train_set)
+        data = build_data(c, self.device, dist, progress=self.progress)
+        self.train_set, self.val_set, self.source = data.train_set, data.val_set, data.source
+        self.stage_transforms = data.stage_transforms  # (until, transform); the last one's until is inf
         self.global_batch = c.batch_size * dist.world_size
-        self.total: int | None = None  # None: a time budget alone (max_minutes) ends the run
-        if c.iterations is not None:
-            self.total = c.iterations
-        elif c.epochs is not None:
-            self.total = max(1, math.ceil(c.epochs * n / self.global_batch))
+        # None: a time budget alone (max_minutes) ends the run
+        self.total: int | None = total_steps(c, len(self.train_set), self.global_batch)
         self.budget = c.max_minutes * 60 if c.max_minutes else None
 
-        torch.manual_seed(c.seed)  # the model's initial weights do not depend on the data checks
-        self.model = create_model(c.model.name, num_classes=self.num_classes, in_channels=c.model.in_channels)
-        self.skipped: list[str] = []
-        if c.model.pretrained not in (False, None):
-            from ..weights import load_weights_into, resolve_pretrained
-
-            with dist.main_first():  # it may fetch or convert into the cache: once
-                path = resolve_pretrained(c.model.name, c.model.pretrained)
-            self.skipped = load_weights_into(self.model, path)
-            if self.skipped:
-                log.warning("fine-tuning from %s: %d tensors of another shape start from scratch: %s",
-                            path, len(self.skipped), ", ".join(self.skipped))
-            else:
-                log.info("loaded all weights from %s", path)
-        if c.sync_bn and dist.enabled:
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.model.to(self.device)
-        if c.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.loss_fn = DeepSupervisionLoss("binary" if self.binary else "multiclass", weights=c.loss.weights,
-                                           dice_weight=c.loss.dice_weight, iou_weight=c.loss.iou_weight)
+        self.model, self.skipped = build_model(c, self.device, dist)
+        self.loss_fn = build_loss(c)
         self.optimizer = build_optimizer(c, self.model.parameters(), self.device)
         self.ema = ModelEMA(self.model, c.ema_decay) if c.ema_decay else None
         self.step = 0
@@ -184,8 +124,6 @@ class Trainer:
         # the training step's module: compiled on request (evaluation runs the plain weights)
         self.train_net = self.net if c.compile == "off" else torch.compile(self.net, mode=c.compile)
         if dist.is_main:
-            import yaml
-
             self.out.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(yaml.safe_dump(config_to_dict(c), sort_keys=False).encode(), self.out / "config.yaml")
             self.logs.trim(self.step)
@@ -229,37 +167,15 @@ class Trainer:
             net.train(was_training)
 
     def evaluate(self) -> dict[str, Any]:
-        from .validation import validate
-
+        """The validation metrics of :attr:`weights` (see :func:`.validation.validate`)."""
         c = self.config
         loader = torch.utils.data.DataLoader(self.val_set, batch_size=c.eval_batch_size or c.batch_size,
                                              shuffle=False, num_workers=c.workers)
         with self._evaluating() as net:
             return validate(net, loader, self._forward, self.loss_fn, self.device, self.num_classes)
 
-    def recipe(self) -> dict[str, Any]:
-        """The pre-processing the saved weights expect (see :func:`.validation.recipe`)."""
-        from .validation import recipe
-
-        return recipe(self.config.data, self.val_set if self.val_set is not None else self.train_set)
-
-    def maybe_save_best(self, metrics: dict[str, Any]) -> bool:
-        main = metrics["main"]
-        if not math.isfinite(main) or (self.best is not None and main <= self.best):
-            return False
-        self.best, self.best_step = main, self.step
-        from ..weights import save_pretrained
-
-        name = "maxF" if self.binary else "mIoU"
-        metadata: dict[str, Any] = {"step": self.step, "metric": name, name: main, **self.recipe()}
-        if self.ema is not None:
-            metadata["ema_decay"] = self.ema.decay
-        save_pretrained(self.weights, self.out / "best", metadata=metadata)
-        return True
-
     def preview(self) -> Path:
-        from .previews import preview_png
-
+        """Write ``previews/step_N.png``: the first samples, their labels and :attr:`weights`' predictions."""
         dataset = self.val_set if self.val_set is not None else self.train_set
         items = [dataset[i] for i in range(min(self.config.preview_count, len(dataset)))]
         images = torch.stack([it["image"] for it in items])
@@ -283,50 +199,8 @@ class Trainer:
         """A time budget at its end, or one that already ended this run (resumed with the same)."""
         return self.budget is not None and max(self.run_seconds, self.spent_budget or 0) >= self.budget
 
-    def _stage(self) -> int:
-        """The index into ``self.stage_transforms`` that applies now."""
-        return next(i for i, (until, _) in enumerate(self.stage_transforms) if self.run_fraction() < until or
-                    i == len(self.stage_transforms) - 1)
-
-    def _batches(self) -> Iterator[dict[str, Any]]:
-        """Training batches from the current step on. When the transform stage changes the source
-        starts again from that step with the new transform."""
-        c, dist = self.config, self.dist
-        while (self.total is None or self.step < self.total) and not self.budget_spent():
-            stage = self._stage()
-            until, transform = self.stage_transforms[stage]
-            if self.train_set.transform is not transform:
-                self.train_set.transform = transform
-                log.info("step %d: training transform %s%s", self.step, transform,
-                         f" until {until:g} of the run" if until <= 1 else "")
-            sampler = StepSampler(len(self.train_set), c.batch_size, c.seed, self.step, self.total,
-                                  rank=dist.rank, world_size=dist.world_size)
-            for batch in self.source.batches(transform, sampler):
-                yield batch
-                if self._stage() != stage:
-                    break
-            else:
-                return
-
-    def _install_sigint_handler(self) -> Any:
-        """First Ctrl-C: finish the current step, save a checkpoint, stop. Second: stop at once.
-
-        Several ranks must stop after the same step: there the first Ctrl-C only sets a flag, which
-        the ranks agree on after each update."""
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def handler(signum, frame):
-            if self._stop_requested or not (self._updating or self.dist.enabled):
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            log.warning("Ctrl-C: stopping after this step (press again to stop at once)")
-
-        return signal.signal(signal.SIGINT, handler)
-
     def run(self) -> dict[str, Any]:
-        from tqdm import tqdm
-
+        """Train from the current step to the end (steps or time budget); returns the final metrics."""
         c, dist = self.config, self.dist
         self.model.train()
         bar = tqdm(total=self.total, initial=self.step, disable=not (self.progress and dist.is_main), unit="it",
@@ -334,17 +208,16 @@ class Trainer:
         if dist.is_main and c.tensorboard:
             self.logs.open_board(self.step)
         window_images, window_start = 0, time.perf_counter()
-        self._stop_requested = False
-        self._updating = False
+        ctrl_c = InterruptHandler(several_ranks=dist.enabled)
         mark = time.perf_counter()  # train_seconds counts loading + updates, not evaluation or saving
         self._session = (self.run_seconds, self._created)
         # a time budget keeps room for one more step and for the final evaluation, preview and
         # checkpoint: 1.25 × the longest such pause so far
         reserve = 0.0
-        previous_handler = self._install_sigint_handler()
+        ctrl_c.install()
         try:
-            for batch in self._batches():
-                self._updating = True
+            for batch in training_batches(self):
+                ctrl_c.updating = True
                 images = batch["image"].to(self.device, non_blocking=True)
                 masks = batch["mask"].to(self.device, non_blocking=True)
                 if c.compile == "reduce-overhead":
@@ -367,11 +240,11 @@ class Trainer:
                     log.info("torch.compile (mode %s): the first step took %.1f s, compiling included",
                              c.compile, step_seconds)
                 # one all-reduce: mean losses, any Ctrl-C, and the clock every rank then uses alike
-                parts, self._stop_requested = dist.mean_and_any(
-                    {**parts, "_clock": self.clock(), "_room": step_seconds + reserve}, self._stop_requested)
+                parts, ctrl_c.requested = dist.mean_and_any(
+                    {**parts, "_clock": self.clock(), "_room": step_seconds + reserve}, ctrl_c.requested)
                 self.run_seconds, room = parts.pop("_clock"), parts.pop("_room")
                 self.scheduler.step()  # the next step's rate: it may follow the clock (max_minutes)
-                self._updating = False
+                ctrl_c.updating = False
                 self.last_loss = parts
                 window_images += images.shape[0] * dist.world_size
                 elapsed = time.perf_counter() - window_start
@@ -397,7 +270,7 @@ class Trainer:
                 extra_start = time.perf_counter()
                 if dist.is_main:
                     if evaluate:
-                        self._evaluate_and_log(bar)
+                        evaluate_and_log(self, bar)
                     if preview:
                         self.preview()
                     if save:
@@ -407,7 +280,7 @@ class Trainer:
                     reserve = max(reserve, 1.25 * (time.perf_counter() - extra_start))
                 if time.perf_counter() - window_start > elapsed + 0.5:  # evaluation etc. is not training speed
                     window_images, window_start = 0, time.perf_counter()
-                if self._stop_requested and not last:
+                if ctrl_c.requested and not last:
                     raise KeyboardInterrupt
                 if last:
                     break
@@ -415,7 +288,7 @@ class Trainer:
         except KeyboardInterrupt:
             bar.close()
             # no collectives here: another rank may be gone already
-            if self._updating:  # a second Ctrl-C inside an update: the weights may be half-stepped
+            if ctrl_c.updating:  # a second Ctrl-C inside an update: the weights may be half-stepped
                 found = latest_checkpoint(self.out)
                 log.warning("interrupted during step %d; not saving a half-updated state (latest checkpoint: %s)",
                             self.step + 1, found)
@@ -426,13 +299,9 @@ class Trainer:
         finally:
             bar.close()
             self.logs.close_board()
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            ctrl_c.restore()
         if dist.is_main and self.val_set is None:
-            best_dir = self.out / "best"  # no validation: the final weights are the best we know
-            from ..weights import save_pretrained
-
-            save_pretrained(self.weights, best_dir, metadata={"step": self.step, **self.recipe()})
+            save_final_weights(self)  # no validation: the final weights are the best we know
         result: dict[str, Any] = {"step": self.step, "start_step": self.start_step, "iterations": self.total,
                                   "train_seconds": self.train_seconds, "run_seconds": self.clock(),
                                   "loss": self.last_loss.get("total"), "skipped": list(self.skipped),
@@ -445,21 +314,6 @@ class Trainer:
         if dist.enabled:
             dist.check_in_sync(self.model, self.step)
         return dist.broadcast(result)  # every rank returns rank 0's metrics (its evaluation, its best)
-
-    def _evaluate_and_log(self, bar: Any) -> None:
-        self.last_eval = self.evaluate()
-        improved = self.maybe_save_best(self.last_eval)
-        self.logs.write({"kind": "eval", "step": self.step, "time": time.time(), "train_seconds": self.train_seconds,
-                      "run_seconds": self.clock(),
-                      **self.last_eval, "best": improved},
-                     to_csv=False)
-        summary = f"step {self.step}: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in self.last_eval.items() if isinstance(v, float) and k != "main")
-        if self.progress:
-            bar.write(summary)
-        else:
-            log.info("%s", summary)
-
 
 
 def train(config: TrainConfig | dict, *, resume: bool | str | Path | None = None,

@@ -1,16 +1,26 @@
 """Evaluation during training: the validation metrics (maxF and friends for binary models, mIoU
-for multi-class ones) and the recipe (pre-processing) saved with the weights."""
+for multi-class ones), ``best/`` (the weights of the best evaluation so far, or the final weights
+when there is no validation set) and the recipe (pre-processing) saved with the weights."""
 from __future__ import annotations
 
+import logging
+import math
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from ..weights import save_pretrained
 from .logs import jsonable
 
-__all__ = ["recipe", "transform_size", "validate"]
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+__all__ = ["evaluate_and_log", "recipe", "save_best", "save_final_weights", "transform_size", "validate"]
+
+log = logging.getLogger(__name__)
 
 
 def validate(net: torch.nn.Module, loader: Any, forward: Callable[..., tuple[torch.Tensor, ...]],
@@ -66,3 +76,50 @@ def recipe(data: Any, dataset: Any) -> dict[str, Any]:
     if norm is not None:
         out.update(mean=list(norm.mean), std=list(norm.std), input_norm=norm.input_norm)
     return out
+
+
+# -- the trainer's evaluations and best/ ------------------------------------------------------------
+
+
+def _trainer_recipe(trainer: Trainer) -> dict[str, Any]:
+    """The recipe of the weights a trainer saves: its validation set's, else its training set's."""
+    t = trainer
+    return recipe(t.config.data, t.val_set if t.val_set is not None else t.train_set)
+
+
+def save_best(trainer: Trainer, metrics: dict[str, Any]) -> bool:
+    """Save the evaluated weights (the EMA's when it is on) to ``output_dir/best`` if
+    ``metrics["main"]`` beats the trainer's best so far, which it then becomes; returns whether."""
+    t = trainer
+    main = metrics["main"]
+    if not math.isfinite(main) or (t.best is not None and main <= t.best):
+        return False
+    t.best, t.best_step = main, t.step
+    name = "maxF" if t.binary else "mIoU"
+    metadata: dict[str, Any] = {"step": t.step, "metric": name, name: main, **_trainer_recipe(t)}
+    if t.ema is not None:
+        metadata["ema_decay"] = t.ema.decay
+    save_pretrained(t.weights, t.out / "best", metadata=metadata)
+    return True
+
+
+def save_final_weights(trainer: Trainer) -> None:
+    """Without a validation set the final weights are the best we know: to ``output_dir/best``."""
+    t = trainer
+    save_pretrained(t.weights, t.out / "best", metadata={"step": t.step, **_trainer_recipe(t)})
+
+
+def evaluate_and_log(trainer: Trainer, bar: Any) -> None:
+    """Evaluate now (rank 0), keep ``best/``, write the ``eval`` log row and a one-line summary
+    (above the progress ``bar`` when it shows, else to the log)."""
+    t = trainer
+    t.last_eval = t.evaluate()
+    improved = save_best(t, t.last_eval)
+    t.logs.write({"kind": "eval", "step": t.step, "time": time.time(), "train_seconds": t.train_seconds,
+                  "run_seconds": t.clock(), **t.last_eval, "best": improved}, to_csv=False)
+    summary = f"step {t.step}: " + ", ".join(
+        f"{k} {v:.4f}" for k, v in t.last_eval.items() if isinstance(v, float) and k != "main")
+    if t.progress:
+        bar.write(summary)
+    else:
+        log.info("%s", summary)
