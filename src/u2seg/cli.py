@@ -75,7 +75,7 @@ def _add_remove(sub: argparse._SubParsersAction) -> None:
                              "confidence with the small one is under this (default 0.8)")
     _add_engine_options(p)
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per network call (default 1)")
-    p.add_argument("--workers", type=int, metavar="N", help="threads for decoding, pre- and post-processing, encoding (default: one per core; --engine ray: each actor's threads after the network, half its share of the CPUs)")
+    p.add_argument("--workers", type=int, metavar="N", help="threads for decoding, pre- and post-processing, encoding (default: one per core)")
     p.set_defaults(func=_cmd_remove)
 
 

@@ -108,8 +108,7 @@ def remove_files_ray(spec: PredictorSpec, tasks: Sequence[Task], options: Refine
     one (shut down at the end). ``preparer``: the Predictor's host pre-processing, run in the
     decoding tasks (``None``: the actors pre-process, e.g. on their GPU). ``actors``: predictor
     actors (default: one per GPU, else one per 4 CPUs); ``gpus``: GPUs per actor (default 1 when
-    the cluster has GPUs); ``workers``: each actor's threads for the stages after the network
-    (default: half its share of the cluster's CPUs; the network takes the whole share)."""
+    the cluster has GPUs); ``workers``: each actor's threads for the stages after the network."""
     if not tasks:
         return Report()
     ray = _import_ray()
@@ -143,13 +142,6 @@ def _run(ray: Any, spec: PredictorSpec, tasks: list[Task], options: RefineOption
         preparer = None  # the actors pre-process on their GPUs
     if actors is None:
         actors = max(1, int(cluster_gpus / gpus) if gpus else int(resources.get("CPU", 1)) // 4)
-    # Each actor's share of the CPUs: its network's threads, and half as many finishing threads
-    # (post-process, refine, encode). More threads than that only fight over the cores: on 2 CPUs,
-    # 2 finishing threads beside the network made the job 10 % slower than 1 (BENCHMARKS.md).
-    share = max(1, int(resources.get("CPU", 1)) // actors)
-    if not spec.settings.get("threads"):
-        spec = PredictorSpec(spec.model, spec.weights, {**spec.settings, "threads": share})
-    workers = workers or max(1, share // 2)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts images; Ray's would count blocks
     if not logging.getLogger("u2seg").isEnabledFor(logging.INFO):
@@ -232,11 +224,11 @@ class _Remover:
     """One predictor actor: the network on each batch (one batch at a time), then the last stages
     of each image in a thread pool while the next batch's network runs (``max_concurrency=2``)."""
 
-    def __init__(self, spec: PredictorSpec, job: RemovalJob, workers: int) -> None:
+    def __init__(self, spec: PredictorSpec, job: RemovalJob, workers: int | None) -> None:
         self.predictor = spec.build()
         self.job = job
         self.network = threading.Lock()
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="u2seg-finish")
+        self.pool = ThreadPoolExecutor(max_workers=workers or 2, thread_name_prefix="u2seg-finish")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         payloads = [pickle.loads(p) for p in batch["payload"]]
