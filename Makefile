@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet --no-deps pysodmetrics==1.6.2
+	@# numba compiles pymatting's kernels on its first import (~80 s here) into its on-disk cache:
+	@# done once now, so the first alpha-matting call (and the first test that mats) starts at once.
+	$(PY) -c "import pymatting"
 	@touch $@
 
 setup: $(STAMP)
