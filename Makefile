@@ -14,9 +14,6 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet --no-deps pysodmetrics==1.6.2
-	@# numba compiles pymatting's kernels on its first import (~80 s here) into its on-disk cache:
-	@# done once now, so the first alpha-matting call (and the first test that mats) starts at once.
-	$(PY) -c "import pymatting"
 	@touch $@
 
 setup: $(STAMP)
@@ -57,6 +54,9 @@ train-demo: setup
 # (2026-11-30; not pinned down: no single file or small group reproduces it). A file a process
 # costs ~2 minutes of start-ups in all; a failing file still lets the others run.
 test: setup browser
+	@# numba compiles pymatting's kernels on its first import (~80 s here) into its on-disk cache,
+	@# once per environment: done before the tests, so no test file's time is that compile.
+	$(PY) -c "import pymatting"
 	@failed=""; for f in tests/test_*.py; do echo "== $$f"; $(PY) -m pytest -q $$f || failed="$$failed $$f"; done; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed" >&2; exit 1; fi
 
