@@ -60,7 +60,10 @@ def main() -> None:
     photos = work / "photos"
     generated_photos(photos, count=args.count)
     env = {**os.environ, "RAY_ENABLE_USAGE_STATS": "0"}
-    u2seg = [str(BIN / "u2seg"), "remove", str(photos), "-m", args.model, "--batch-size", str(args.batch_size)]
+
+    def remove(inputs: Path) -> list[str]:
+        return [str(BIN / "u2seg"), "remove", str(inputs), "-m", args.model, "--batch-size", str(args.batch_size)]
+
     modes = {
         "local": [],
         "ray, cluster up": ["--engine", "ray", "--ray-address", "auto"],
@@ -76,7 +79,7 @@ def main() -> None:
         subprocess.run([str(BIN / "ray"), "start", "--head", "--num-cpus", str(args.cpus), "--include-dashboard=false",
                         "--disable-usage-stats"], env=env, check=True, capture_output=True)
         shutil.rmtree(work / "warm-up-out", ignore_errors=True)
-        _timed(u2seg[:2] + [str(warm_up), *u2seg[3:], "-o", str(work / "warm-up-out"), *modes["ray, cluster up"]], env)
+        _timed(remove(warm_up) + ["-o", str(work / "warm-up-out"), *modes["ray, cluster up"]], env)
 
     start_cluster()
     seconds: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -88,7 +91,7 @@ def main() -> None:
                 if mode == "ray, own start":  # its own local Ray: the started one must not be found
                     subprocess.run([str(BIN / "ray"), "stop"], env=env, capture_output=True)
                 out = work / f"out-{round_}-{mode.replace(' ', '').replace(',', '-')}"
-                seconds[mode].append(_timed(u2seg + ["-o", str(out), *modes[mode]], env))
+                seconds[mode].append(_timed(remove(photos) + ["-o", str(out), *modes[mode]], env))
                 outputs[mode] = _outputs(out)
                 shutil.rmtree(out)
                 if mode == "ray, own start":
