@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from u2seg.infer.refine import (RefineOptions, build_trimap, crop_box, estimate_foreground_blur, matting_alpha,
-                                refine, refine_alpha, refine_output)
+from u2seg.infer.matting import build_trimap, estimate_foreground_blur, matting_alpha
+from u2seg.infer.refine import RefineOptions, crop_box, refine, refine_alpha, refine_output
 
 
 @pytest.fixture(scope="module")
