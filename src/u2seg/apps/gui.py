@@ -10,56 +10,47 @@ weights that cannot be loaded) appear in the window's message line and status ba
 Every dialog handler calls a plain method (:meth:`MainWindow.open_paths`,
 :meth:`MainWindow.save_current`, :meth:`MainWindow.save_all`, :meth:`MainWindow.set_bgcolor`,
 :meth:`MainWindow.set_model`), so the window can be driven without dialogs (tests, scripts).
+
+The window's parts: :mod:`.gui_adjust` (refinement controls, background colour, re-render),
+:mod:`.gui_save` (saving), :mod:`.gui_jobs` (the workers), :mod:`.gui_widgets` (the image view,
+PIL ↔ Qt); :mod:`.gui_video` is the video window.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
-from PySide6.QtCore import QObject, QRunnable, QSize, Qt, QThreadPool, Signal, Slot
-from PySide6.QtGui import QAction, QColor, QImage, QKeySequence, QPainter, QPixmap
+from PySide6.QtCore import Qt, QThreadPool
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
-    QCheckBox,
-    QColorDialog,
     QComboBox,
     QFileDialog,
-    QFrame,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
-    QMessageBox,
-    QPushButton,
-    QSizePolicy,
-    QSlider,
     QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
-from ..errors import U2SegError
-from ..infer.engine import Report
-from ..infer.files import Plan, plan_pairs
-from ..image_encode import OUTPUT_FORMATS, save_image
 from ..image_io import IMAGE_EXTENSIONS, load_image
-from ..infer.refine import RefineOptions, refine
 from ..weights.registry import DEFAULT_WEIGHTS
+from .gui_adjust import AdjustMixin
+from .gui_jobs import JobBoard, _Rendered, _Segmented
+from .gui_save import SaveReport, SavingMixin
+from .gui_video import VideoWindow
+from .gui_widgets import ImageView, pil_to_qimage, qimage_to_array
 
+# pil_to_qimage and qimage_to_array live in .gui_widgets; named here too, where callers import them
 __all__ = ["MainWindow", "run_gui", "models_with_weights", "pil_to_qimage", "qimage_to_array"]
-
-log = logging.getLogger(__name__)
 
 PredictorFactory = Callable[[str], Any]  # model name -> a Predictor (or an object that acts as one)
 
@@ -85,169 +76,10 @@ def _is_video(path: Path) -> bool:
     return is_video_file(path)
 
 
-def _describe(exc: BaseException) -> str:
-    """One line for the window: u2seg's own errors carry their message, others get the type."""
-    if isinstance(exc, (U2SegError, OSError, ValueError)):
-        text = str(exc) or type(exc).__name__
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())
-
-
-# --------------------------------------------------------------------------- images ↔ Qt
-
-
-def pil_to_qimage(image: Image.Image) -> QImage:
-    """A PIL image as a QImage that owns its pixels (safe to build in a worker thread)."""
-    if image.mode == "L":
-        data = np.ascontiguousarray(np.asarray(image))
-        fmt = QImage.Format.Format_Grayscale8
-        channels = 1
-    elif image.mode == "RGBA":
-        data = np.ascontiguousarray(np.asarray(image))
-        fmt = QImage.Format.Format_RGBA8888
-        channels = 4
-    else:
-        data = np.ascontiguousarray(np.asarray(image.convert("RGB")))
-        fmt = QImage.Format.Format_RGB888
-        channels = 3
-    h, w = data.shape[:2]
-    return QImage(data.data, w, h, w * channels, fmt).copy()
-
-
-def qimage_to_array(image: QImage) -> np.ndarray:
-    """A QImage as ``H×W`` (grayscale) or ``H×W×4`` RGBA uint8 array (a copy)."""
-    if image.format() == QImage.Format.Format_Grayscale8:
-        gray = image
-        channels = 1
-    else:
-        gray = image.convertToFormat(QImage.Format.Format_RGBA8888)
-        channels = 4
-    w, h, stride = gray.width(), gray.height(), gray.bytesPerLine()
-    buffer = np.frombuffer(gray.constBits(), np.uint8, count=stride * h).reshape(h, stride)
-    pixels = buffer[:, : w * channels].reshape(h, w, channels) if channels > 1 else buffer[:, :w]
-    return pixels.copy()
-
-
-def _checkerboard(size: QSize, cell: int = 10) -> QPixmap:
-    tile = QPixmap(2 * cell, 2 * cell)
-    tile.fill(QColor(255, 255, 255))
-    painter = QPainter(tile)
-    painter.fillRect(0, 0, cell, cell, QColor(204, 204, 204))
-    painter.fillRect(cell, cell, cell, cell, QColor(204, 204, 204))
-    painter.end()
-    board = QPixmap(size)
-    painter = QPainter(board)
-    painter.drawTiledPixmap(0, 0, size.width(), size.height(), tile)
-    painter.end()
-    return board
-
-
-class ImageView(QLabel):
-    """Shows one image scaled to fit (aspect kept), on a checkerboard where it is transparent."""
-
-    def __init__(self, title: str, placeholder: str = "") -> None:
-        super().__init__()
-        self.title = title
-        self._placeholder = placeholder
-        self._image: QImage | None = None
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setMinimumSize(160, 120)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.setText(placeholder)
-        self.setStyleSheet("QLabel { color: #777; }")
-
-    def image(self) -> QImage | None:
-        """The full-resolution image on show (None when empty)."""
-        return self._image
-
-    def set_image(self, image: QImage | None) -> None:
-        self._image = image
-        self._refresh()
-
-    def clear_image(self, text: str | None = None) -> None:
-        self._image = None
-        self.clear()
-        self.setText(self._placeholder if text is None else text)
-
-    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        super().resizeEvent(event)
-        self._refresh()
-
-    def _refresh(self) -> None:
-        if self._image is None or self._image.isNull():
-            self.clear()
-            self.setText(self._placeholder)
-            return
-        area = self.contentsRect().size()
-        if area.width() < 2 or area.height() < 2:
-            return
-        scaled = QPixmap.fromImage(self._image).scaled(area, Qt.AspectRatioMode.KeepAspectRatio,
-                                                      Qt.TransformationMode.SmoothTransformation)
-        if self._image.hasAlphaChannel():
-            board = _checkerboard(scaled.size())
-            painter = QPainter(board)
-            painter.drawPixmap(0, 0, scaled)
-            painter.end()
-            scaled = board
-        self.setPixmap(scaled)
-
-
-# --------------------------------------------------------------------------- workers
-
-
-class _JobSignals(QObject):
-    done = Signal(int, object)
-    failed = Signal(int, str)
-
-
-class _Job(QRunnable):
-    """Runs ``fn()`` in a pool thread and reports ``done(id, result)`` or ``failed(id, message)``;
-    the window's slots receive them in the GUI thread (queued connections)."""
-
-    def __init__(self, job_id: int, fn: Callable[[], Any]) -> None:
-        super().__init__()
-        self.job_id = job_id
-        self.fn = fn
-        self.signals = _JobSignals()
-
-    def run(self) -> None:
-        try:
-            result = self.fn()
-        except Exception as exc:  # every error becomes a message in the window
-            log.debug("worker failed:\n%s", traceback.format_exc())
-            self.signals.failed.emit(self.job_id, _describe(exc))
-        else:
-            self.signals.done.emit(self.job_id, result)
-
-
-@dataclass(frozen=True)
-class _Segmented:
-    path: Path
-    model: str
-    image: Image.Image
-    prob: np.ndarray
-    confidence: float | None = None
-
-
-@dataclass(frozen=True)
-class _Rendered:
-    key: tuple
-    output: Image.Image
-    mask_q: QImage
-    output_q: QImage
-
-
-# What "save all" did: the engine's report (written files; one line per failure, planning problems
-# first: conflicts, existing files kept).
-SaveReport = Report
-
-
 # --------------------------------------------------------------------------- the window
 
 
-class MainWindow(QMainWindow):
+class MainWindow(AdjustMixin, SavingMixin, QMainWindow):
     """Open → segment (worker) → look (original | mask | cutout) → adjust → save."""
 
     PROB_CACHE = 16  # probability maps kept (per picture and model)
@@ -263,10 +95,9 @@ class MainWindow(QMainWindow):
         self._segmented: _Segmented | None = None  # the current picture's, once ready
         self._rendered: _Rendered | None = None
         self._bgcolor: tuple[int, int, int, int] | None = None
-        self._jobs: dict[int, tuple] = {}  # id -> (job, on_done, on_failed, context)
-        self._job_counter = 0
+        self._jobs = JobBoard(self)  # the workers in flight and what to call when each ends
         self._segmenting: set[tuple[Path, str]] = set()  # (picture, model) in the worker
-        self.video_window = None  # apps.gui_video.VideoWindow, made when a video is opened
+        self.video_window: VideoWindow | None = None  # made when a video is opened
         self._render_pending = False
         self._render_running = False
         self.last_save_report: SaveReport | None = None
@@ -339,55 +170,11 @@ class MainWindow(QMainWindow):
         self.model_combo.setToolTip("Models with pretrained weights")
         self.model_combo.currentTextChanged.connect(self.set_model)
 
-        # refinement controls, from the option table: a check box each; the threshold's switches a slider
-        from ..infer.options import gui_controls
-
-        self._controls = gui_controls()
-        self.option_boxes: dict[str, QCheckBox] = {}
-        self.option_sliders: dict[str, tuple[QSlider, QLabel]] = {}
-        for control in self._controls:
-            box = QCheckBox(control.label)
-            box.setToolTip(control.tooltip)
-            box.toggled.connect(self._options_changed)
-            self.option_boxes[control.name] = box
-            if control.kind == "slider":
-                slider = QSlider(Qt.Orientation.Horizontal)
-                slider.setRange(control.minimum, control.maximum)
-                slider.setValue(control.start)
-                slider.setMinimumWidth(140)
-                slider.setToolTip(control.tooltip)
-                self.option_sliders[control.name] = (slider, QLabel(control.text(control.start)))
-        self.threshold_box = self.option_boxes["threshold"]
-        self.threshold_slider, self.threshold_label = self.option_sliders["threshold"]
-        self.threshold_slider.valueChanged.connect(self._slider_moved)
-        self.matting_box = self.option_boxes["alpha_matting"]
-        self.clean_box = self.option_boxes["post_process_mask"]
-        self.decontaminate_box = self.option_boxes["decontaminate"]
-
-        self.color_button = QPushButton("Background…")
-        self.color_button.clicked.connect(self._ask_bgcolor)
-        self.transparent_button = QPushButton("Transparent")
-        self.transparent_button.clicked.connect(lambda: self.set_bgcolor(None))
-        self.color_swatch = QLabel()
-        self.color_swatch.setFixedSize(22, 22)
-        self.color_swatch.setFrameShape(QFrame.Shape.Box)
-
         controls = QHBoxLayout()
         controls.addWidget(QLabel("Model:"))
         controls.addWidget(self.model_combo)
         controls.addSpacing(12)
-        for name, (slider, label) in self.option_sliders.items():  # sliders first, then the check boxes
-            controls.addWidget(self.option_boxes[name])
-            controls.addWidget(slider)
-            controls.addWidget(label)
-            controls.addSpacing(12)
-        for control in self._controls:
-            if control.kind == "check":
-                controls.addWidget(self.option_boxes[control.name])
-        controls.addSpacing(12)
-        controls.addWidget(self.color_button)
-        controls.addWidget(self.color_swatch)
-        controls.addWidget(self.transparent_button)
+        self._add_adjust_controls(controls)
         controls.addStretch(1)
 
         self.message_label = QLabel()
@@ -432,15 +219,6 @@ class MainWindow(QMainWindow):
     def message(self) -> str:
         """The error line shown in the window ('' when none)."""
         return "" if self.message_label.isHidden() else self.message_label.text()
-
-    def options(self) -> RefineOptions:
-        """The refinement the controls describe (the option table's controls, and the colour)."""
-        values = {}
-        for control in self._controls:
-            slider = self.option_sliders.get(control.name, (None, None))[0]
-            values[control.field] = control.value(self.option_boxes[control.name].isChecked(),
-                                                  slider.value() if slider is not None else 0)
-        return RefineOptions(**values, bgcolor=self._bgcolor)
 
     def show_error(self, text: str) -> None:
         self.message_label.setText(text)
@@ -500,11 +278,9 @@ class MainWindow(QMainWindow):
         self._update_actions()
         return list(self._entries)
 
-    def open_video(self, path: str | Path):
+    def open_video(self, path: str | Path) -> VideoWindow:
         """Open a video or animated image in the video window (scrub with the mask shown, export
         with progress; the model and refinement options are this window's). Returns that window."""
-        from .gui_video import VideoWindow
-
         if self.video_window is None:
             self.video_window = VideoWindow(lambda: self._predictor(self.model), options=self.options)
         self.video_window.show()
@@ -570,8 +346,8 @@ class MainWindow(QMainWindow):
             return _Segmented(path, model, image, prob, confidence.score)
 
         self._segmenting.add((path, model))
-        self._start(self._segment_pool, work, self._segmentation_ready, self._segmentation_failed,
-                    context=(path, model))
+        self._jobs.start(self._segment_pool, work, self._segmentation_ready, self._segmentation_failed,
+                         context=(path, model))
 
     def _segmentation_ready(self, result: _Segmented) -> None:
         self._segmenting.discard((result.path, result.model))
@@ -596,187 +372,9 @@ class MainWindow(QMainWindow):
             self.cutout_view.clear_image("—")
             self.show_error(message)
 
-    # ------------------------------------------------------------------ rendering (worker)
-    def _slider_moved(self, value: int) -> None:
-        self.threshold_label.setText(next(c for c in self._controls if c.name == "threshold").text(value))
-        if not self.threshold_box.isChecked():
-            self.threshold_box.setChecked(True)  # triggers a render through toggled
-        else:
-            self._options_changed()
-
-    def _options_changed(self, *_: object) -> None:
-        if self._segmented is not None:
-            self._request_render()
-
-    def _request_render(self) -> None:
-        """Re-render from the cached probability; requests made while a render runs are merged."""
-        if self._segmented is None:
-            return
-        if self._render_running:
-            self._render_pending = True
-            return
-        self._render_pending = False
-        segmented, options = self._segmented, self.options()
-        key = (segmented.model, segmented.path, options)
-        if options.alpha_matting:
-            first = "pymatting" not in sys.modules
-            self.statusBar().showMessage(
-                f"Alpha matting {segmented.path.name}…"
-                + (" (the first use compiles pymatting: up to a minute)" if first else ""))
-
-        def work() -> _Rendered:
-            result = refine(segmented.image, segmented.prob, options)
-            return _Rendered(key, result.output, pil_to_qimage(result.mask), pil_to_qimage(result.output))
-
-        self._render_running = True
-        self._start(self._render_pool, work, self._render_ready, self._render_failed, context=key)
-
-    def _render_done(self) -> None:
-        self._render_running = False
-        if self._render_pending:
-            self._request_render()
-
-    def _render_ready(self, result: _Rendered) -> None:
-        current = self._segmented
-        if current is not None and result.key[:2] == (current.model, current.path):
-            self._rendered = result
-            self.mask_view.set_image(result.mask_q)
-            self.cutout_view.set_image(result.output_q)
-            if result.key[2].alpha_matting:
-                self.statusBar().showMessage(f"{current.path.name}: alpha matting done")
-            self._update_actions()
-        self._render_done()
-
-    def _render_failed(self, message: str, context: tuple) -> None:
-        current = self._segmented
-        if current is not None and context[:2] == (current.model, current.path):
-            self.show_error(message)
-        self._render_done()
-
-    # ------------------------------------------------------------------ jobs
-    def _start(self, pool: QThreadPool, fn: Callable[[], Any], on_done: Callable[[Any], None],
-               on_failed: Callable[[str, Any], None], *, context: Any = None) -> None:
-        self._job_counter += 1
-        job = _Job(self._job_counter, fn)
-        self._jobs[job.job_id] = (job, on_done, on_failed, context)
-        job.signals.done.connect(self._job_done)
-        job.signals.failed.connect(self._job_failed)
-        pool.start(job)
-
-    @Slot(int, object)
-    def _job_done(self, job_id: int, result: object) -> None:
-        entry = self._jobs.pop(job_id, None)
-        if entry is not None:
-            entry[1](result)
-
-    @Slot(int, str)
-    def _job_failed(self, job_id: int, message: str) -> None:
-        entry = self._jobs.pop(job_id, None)
-        if entry is not None:
-            entry[2](message, entry[3])
-
     def wait_idle(self, timeout_ms: int = -1) -> bool:
         """Block until the worker pools are empty (signals still need the event loop)."""
         return self._segment_pool.waitForDone(timeout_ms) and self._render_pool.waitForDone(timeout_ms)
-
-    # ------------------------------------------------------------------ background colour
-    def set_bgcolor(self, color: Sequence[int] | None) -> None:
-        """Composite over ``color`` (R, G, B[, A]); None: transparent."""
-        self._bgcolor = None if color is None else RefineOptions(bgcolor=tuple(color)).bgcolor
-        self._show_bgcolor()
-        self._options_changed()
-
-    def _show_bgcolor(self) -> None:
-        if self._bgcolor is None:
-            self.color_swatch.setStyleSheet(
-                "QLabel { background: qlineargradient(x1:0, y1:0, x2:1, y2:1, stop:0 #fff, stop:0.49 #fff, "
-                "stop:0.5 #ccc, stop:1 #ccc); }")
-            self.color_swatch.setToolTip("Transparent")
-        else:
-            r, g, b, a = self._bgcolor
-            self.color_swatch.setStyleSheet(f"QLabel {{ background: rgba({r}, {g}, {b}, {a}); }}")
-            self.color_swatch.setToolTip(f"Background {r} {g} {b} {a}")
-
-    def _ask_bgcolor(self) -> None:
-        start = QColor(*self._bgcolor) if self._bgcolor else QColor(255, 255, 255)
-        color = QColorDialog.getColor(start, self, "Background colour",
-                                      QColorDialog.ColorDialogOption.ShowAlphaChannel)
-        if color.isValid():
-            self.set_bgcolor((color.red(), color.green(), color.blue(), color.alpha()))
-
-    # ------------------------------------------------------------------ saving
-    def save_current(self, path: str | Path) -> Path | None:
-        """Save the current output (PNG or WebP, from the suffix; none → .png). Never writes over
-        an opened picture. Returns the path written, or None (the error is shown)."""
-        if self._rendered is None or self._current is None:
-            self.show_error("nothing to save yet")
-            return None
-        target = Path(path)
-        if target.suffix.lower().lstrip(".") not in OUTPUT_FORMATS:
-            target = target.with_name(target.name + ".png")
-        inputs = {p.resolve() for p in self._entries}
-        if target.resolve() in inputs:
-            self.show_error(f"{target}: that is an opened picture; choose another name")
-            return None
-        try:
-            save_image(self._rendered.output, target)
-        except (OSError, ValueError) as exc:
-            self.show_error(f"{target}: {_describe(exc)}")
-            return None
-        self._clear_error()
-        self.statusBar().showMessage(f"Saved {target}")
-        return target
-
-    def save_all(self, folder: str | Path, *, fmt: str = "png", overwrite: bool = False,
-                 wait: bool = False) -> None:
-        """Save every listed picture's output into ``folder`` with the current settings
-        (``<name>.png``; folders keep their sub-folders). Runs in a worker; pictures are never
-        overwritten, and existing outputs only with ``overwrite``. The outcome is shown in the
-        window and kept in :attr:`last_save_report`."""
-        if not self._entries:
-            self.show_error("nothing to save: open pictures first")
-            return
-        plan = self.plan_saves(folder, fmt=fmt, overwrite=overwrite)
-        problems = list(plan.conflicts) + [f"{t.output}: exists, kept" for t in plan.existing]
-        model, options = self.model, self.options()
-        self.statusBar().showMessage(f"Saving {len(plan.tasks)} pictures to {folder}…")
-        self.last_save_report = None
-
-        def work() -> SaveReport:
-            from ..infer.engine import Item, run_job
-            from ..infer.removal import RemovalJob
-
-            report = SaveReport(failed=list(problems))
-            items = [Item(task.source, str(task.source), task.output) for task in plan.tasks]
-            if items:  # the engine: decoding, network and encoding overlap, in input order
-                done = run_job(self._predictor(model), items, RemovalJob(options, fmt), progress=False)
-                report.written.extend(done.written)
-                report.failed.extend(done.failed)
-            return report
-
-        # the network pool: one thread uses the predictor
-        self._start(self._segment_pool, work, self._saved_all, self._save_all_failed)
-
-    def plan_saves(self, folder: str | Path, *, fmt: str = "png", overwrite: bool = False) -> Plan:
-        """Where :meth:`save_all` would write: ``folder/<name>.<fmt>`` for a picture opened as a
-        file, ``folder/<sub-folders>/<name>.<fmt>`` for one found in an opened folder. Two
-        pictures that would share an output, or an output that is an opened picture, are
-        conflicts (not written); existing outputs are listed apart unless ``overwrite``."""
-        pairs = [(picture, self._places[picture].with_suffix("")) for picture in self._entries]
-        return plan_pairs(pairs, Path(folder), fmt=fmt, overwrite=overwrite)
-
-    def _saved_all(self, report: SaveReport) -> None:
-        self.last_save_report = report
-        text = f"Saved {len(report.written)} pictures"
-        if report.failed:
-            self.show_error(f"{text}; {len(report.failed)} not saved: " + "; ".join(report.failed))
-        else:
-            self._clear_error()
-            self.statusBar().showMessage(text)
-
-    def _save_all_failed(self, message: str, _context: Any) -> None:
-        self.last_save_report = SaveReport(failed=[message])
-        self.show_error(message)
 
     # ------------------------------------------------------------------ dialogs
     def _ask_open_files(self) -> None:
@@ -789,26 +387,6 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Open a folder of pictures")
         if folder:
             self.open_paths([folder])
-
-    def _ask_save_current(self) -> None:
-        if self._current is None:
-            return
-        suggestion = str(self._current.with_name(self._current.stem + "-cutout.png"))
-        path, _ = QFileDialog.getSaveFileName(self, "Save the output", suggestion, "PNG (*.png);;WebP (*.webp)")
-        if path:
-            self.save_current(path)
-
-    def _ask_save_all(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Save all outputs into a folder")
-        if not folder:
-            return
-        plan = self.plan_saves(folder)
-        overwrite = False
-        if plan.existing:
-            answer = QMessageBox.question(
-                self, "Replace files?", f"{len(plan.existing)} outputs already exist in {folder}. Replace them?")
-            overwrite = answer == QMessageBox.StandardButton.Yes
-        self.save_all(folder, overwrite=overwrite)
 
     # ------------------------------------------------------------------ drag and drop
     def dragEnterEvent(self, event) -> None:  # noqa: N802

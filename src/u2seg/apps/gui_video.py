@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 from ..infer.refine import RefineOptions
 from ..video_read import VideoInfo, VideoReader
 from ..video_write import VIDEO_FORMATS
+from .gui_widgets import ImageView, pil_to_qimage
 
 __all__ = ["VideoWindow"]
 
@@ -110,8 +111,6 @@ class VideoWindow(QMainWindow):
         self._build()
 
     def _build(self) -> None:
-        from .gui import ImageView
-
         self.original_view = ImageView("Frame", "Open a video")
         self.mask_view = ImageView("Mask", "Mask")
         views = QHBoxLayout()
@@ -211,8 +210,6 @@ class VideoWindow(QMainWindow):
 
     def show_frame(self, position: int) -> None:
         """Show preview ``position`` and its mask (segmented in a worker, then kept)."""
-        from .gui import pil_to_qimage
-
         if self.preview is None or not 0 <= position < len(self.preview.frames):
             return
         pixels = self.preview.frames[position]
@@ -231,8 +228,6 @@ class VideoWindow(QMainWindow):
         self._run(work, self._masked, self._say)
 
     def _masked(self, result: tuple[int, np.ndarray]) -> None:
-        from .gui import pil_to_qimage
-
         position, mask = result
         self._masks[position] = mask
         if self.slider.value() == position:
