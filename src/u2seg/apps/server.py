@@ -36,234 +36,39 @@ The names are rembg's long names, and rembg's HTTP short names are accepted as a
 (``af``), ``alpha_matting_background_threshold`` (``ab``), ``alpha_matting_erode_size`` (``ae``),
 ``post_process_mask`` (``ppm``), ``bgcolor`` (``bgc``), plus ``threshold``, ``decontaminate``,
 ``crop``, ``crop_margin``, ``format`` and ``url``.
+
+Where things are: this module builds the app (:func:`create_app`) and runs it (:func:`serve`,
+:func:`main`); :mod:`.service` holds the request parameters and the shared service (models,
+engines, queue counters, pixel checks); :mod:`.routes` the endpoints, error handlers and web page.
 """
 
-import asyncio
-import contextvars
-import functools
-import io
 import ipaddress
 import logging
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run time.
 if TYPE_CHECKING:  # heavy imports stay lazy: `import u2seg.apps.server` must be cheap
     import argparse
 
     from fastapi import FastAPI
 
-    from ..infer.predictor import Predictor
-
-from .http_errors import ApiError, one_line
-from .uploads import DEFAULT_UPLOAD_TIMEOUT, is_image_type, read_upload
-from .url_input import DEFAULT_URL_TIMEOUT, UrlGuard, fetch_url
+from .http_errors import ApiError
+from .routes import add_image_routes, add_page, add_status_routes, install_error_handlers
+from .service import (DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_BYTES,
+                      PredictorFactory, RemoveParams, Service, default_factory, parse_remove_params)
+from .uploads import DEFAULT_UPLOAD_TIMEOUT
+from .url_input import DEFAULT_URL_TIMEOUT, UrlGuard
+from .. import __version__
 from ..weights.registry import DEFAULT_WEIGHTS
 
+# RemoveParams, parse_remove_params and ApiError live in .service and .http_errors; they are
+# re-exported here because tests and callers import them from this module.
 __all__ = ["create_app", "serve", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_PIXELS", "RemoveParams",
-           "parse_remove_params"]
+           "parse_remove_params", "ApiError"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024   # an encoded image
-DEFAULT_MAX_PIXELS = 36_000_000                # 36 MP: 6000×6000, any current camera
-DEFAULT_MAX_QUEUE = 32                         # requests waiting for a worker
-DEFAULT_BATCH_WAIT_MS = 10.0                   # how long the network waits for concurrent requests
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-
-# The web page loads nothing but its own files.
-PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-            "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
-
-
-# --------------------------------------------------------------------------- parameters
-
-@dataclass(frozen=True)
-class RemoveParams:
-    model: str | None
-    format: str
-    only_mask: bool
-    refine: Any  # u2seg.infer.refine.RefineOptions
-
-
-def parse_remove_params(values: Mapping[str, str]) -> RemoveParams:
-    """Validate ``POST /api/remove``'s options (already merged: query, then form fields) with the
-    option table (:func:`u2seg.infer.options.parse_http`: names, aliases, types, ranges).
-
-    Raises :class:`ApiError` 422 naming the parameter; unknown names are refused too, so a typo
-    never passes silently.
-    """
-    from ..infer.options import OptionError, parse_http
-
-    try:
-        refine, fmt, model = parse_http(values)
-    except OptionError as exc:
-        raise ApiError(422, str(exc)) from None
-    return RemoveParams(model=model, format=fmt, only_mask=refine.only_mask, refine=refine)
-
-
-# --------------------------------------------------------------------------- the service
-
-PredictorFactory = Callable[[str], "Predictor"]
-
-
-def _cached_weight_names() -> list[str]:
-    """Registered weights whose converted copy is in the cache (a cheap check: no file is read)."""
-    from ..weights import list_weights, weights_dir
-    from ..weights.convert import CONFIG_FILE, WEIGHTS_FILE
-
-    names = []
-    for entry in list_weights():
-        folder = weights_dir(entry.name)
-        if (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file():
-            names.append(entry.name)
-    return names
-
-
-def _default_factory(name: str) -> "Predictor":
-    """The cached pretrained weights ``name`` from the shared Predictor cache; never downloads
-    (a request must not write to disk)."""
-    from ..infer.sessions import get_predictor
-
-    return get_predictor(name, offline=True)
-
-
-class _Service:
-    def __init__(self, factory: PredictorFactory, *, max_workers: int, max_queue: int, max_upload_bytes: int,
-                 max_pixels: int, models: Sequence[str] | None, default_model: str, max_batch: int | None = None,
-                 batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS) -> None:
-        self.factory = factory
-        self.max_workers = max_workers
-        self.max_queue = max_queue
-        self.max_upload_bytes = max_upload_bytes
-        self.max_pixels = max_pixels
-        self.max_batch = max_batch or max_workers
-        self.batch_wait_ms = batch_wait_ms
-        self.fixed_models = list(models) if models is not None else None
-        self.default_model = default_model
-        # Request threads only wait for the engine; there are max_workers of them, so at most that
-        # many images are decoded at once, and concurrent ones share the network's batches.
-        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="u2seg-request")
-        self.predictors: dict[str, Predictor] = {}
-        self.engines: dict[str, Any] = {}   # model name -> u2seg.infer.engine.Engine
-        self.lock = threading.Lock()
-        self.model_locks: dict[str, threading.Lock] = {}   # one model build at a time, per name
-        self.in_flight = 0  # requests queued or running; touched on the event loop only
-        self.running = 0   # touched under self.lock
-        self.peak_running = 0
-        self.served = 0
-        self.metrics: Any = None   # u2seg.apps.observability.Metrics, set by create_app
-
-    def waiting(self) -> int:
-        """Requests admitted but not yet running (uploads being read included)."""
-        return max(self.in_flight - self.running, 0)
-
-    # models ---------------------------------------------------------------
-    def available(self) -> list[str]:
-        names = self.fixed_models if self.fixed_models is not None else _cached_weight_names()
-        with self.lock:
-            loaded = list(self.predictors)
-        return sorted(set(names) | set(loaded))
-
-    def default(self, available: Sequence[str]) -> str | None:
-        if self.default_model in available:
-            return self.default_model
-        return available[0] if available else None
-
-    def predictor(self, name: str) -> "Predictor":
-        """The shared predictor for ``name``, built on first use (once, even under concurrency)."""
-        return self.engine(name).predictor
-
-    def engine(self, name: str) -> Any:
-        """The engine that serves model ``name``: its network thread gathers concurrent requests
-        into batches of up to ``max_batch`` (waiting at most ``batch_wait_ms`` for more)."""
-        from ..infer.engine import Engine
-
-        with self.lock:
-            if name in self.engines:
-                return self.engines[name]
-            lock = self.model_locks.setdefault(name, threading.Lock())
-        with lock:
-            with self.lock:
-                if name in self.engines:
-                    return self.engines[name]
-            started = time.perf_counter()
-            predictor = self.factory(name)
-            log.info("loaded model %s in %.1f s", name, time.perf_counter() - started)
-            engine = Engine(predictor, batch_size=self.max_batch, workers=self.max_workers,
-                            max_wait_ms=self.batch_wait_ms)
-            with self.lock:
-                self.engines[name] = engine
-                self.predictors[name] = predictor
-            return engine
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        with self.lock:
-            engines = list(self.engines.values())
-        for engine in engines:
-            engine.close()
-
-    # one request, in a request thread --------------------------------------
-    def process(self, data: bytes, params: RemoveParams, model: str, label: str = "upload"
-                ) -> tuple[bytes, float | None, str]:
-        """The encoded output, its confidence score and the model that made it (a cascade's
-        small or large one)."""
-        from ..errors import ImageReadError, WeightsError
-        from ..infer.engine import Item
-        from ..infer.removal import PixelLimitError, RemovalJob
-
-        with self.lock:
-            self.running += 1
-            self.peak_running = max(self.peak_running, self.running)
-        try:
-            try:
-                engine = self.engine(model)
-            except WeightsError as exc:
-                raise ApiError(503, f"model {model!r} is unavailable: {one_line(str(exc))}") from None
-            job = RemovalJob(params.refine, params.format, max_pixels=self.max_pixels)
-            result = engine.submit(Item(data, label), job).result()
-            exc = result.exception
-            if exc is None:
-                if self.metrics is not None:
-                    self.metrics.image_done(model)
-                made_by = result.model if "+" in model and result.model else model  # a cascade: which ran
-                return result.value, result.confidence.score if result.confidence is not None else None, made_by
-            if isinstance(exc, ImageReadError):
-                raise ApiError(400, str(exc))
-            if isinstance(exc, PixelLimitError):
-                raise ApiError(413, str(exc))
-            if isinstance(exc, ValueError):  # WebP's 16383 px limit
-                raise ApiError(422, one_line(str(exc)))
-            raise exc
-        finally:
-            with self.lock:
-                self.running -= 1
-                self.served += 1
-
-    def check_pixels(self, width: int, height: int) -> None:
-        if width * height > self.max_pixels:
-            raise ApiError(413, f"image of {width}×{height} = {width * height:,} pixels is over the limit "
-                                f"of {self.max_pixels:,} pixels")
-
-    def check_header(self, data: bytes) -> None:
-        """Refuse an image whose header declares too many pixels before decoding a single one."""
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(data)) as im:  # reads the header only
-                size = im.size
-        except Image.DecompressionBombError:
-            raise ApiError(413, f"image is over the limit of {self.max_pixels:,} pixels") from None
-        except Exception:  # noqa: BLE001 - not for Pillow: load_image tries OpenCV and reports
-            return
-        self.check_pixels(*size)
 
 
 def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers: int = 1,
@@ -294,15 +99,8 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
             ``url_timeout``: seconds for a whole fetch.
         upload_timeout: seconds for a whole request body (408 past it).
     """
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from fastapi.staticfiles import StaticFiles
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from fastapi import FastAPI
 
-    from .. import __version__
-    from ..errors import ImageReadError
-    from ..infer.options import http_parameters
     from .front_door import install_front_door
     from .keys import KeyStore, Limiter
     from .observability import Metrics
@@ -313,9 +111,9 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
         raise ValueError("max_batch must be at least 1 and batch_wait_ms not negative")
     if max_upload_bytes < 1 or max_pixels < 1 or max_queue < 0:
         raise ValueError("max_upload_bytes and max_pixels must be positive and max_queue not negative")
-    service = _Service(predictor_factory or _default_factory, max_workers=max_workers, max_queue=max_queue,
-                       max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, models=models,
-                       default_model=default_model, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+    service = Service(predictor_factory or default_factory, max_workers=max_workers, max_queue=max_queue,
+                      max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, models=models,
+                      default_model=default_model, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
     keys = KeyStore(api_keys) if api_keys is not None else None
     limiter = Limiter(key_requests_per_minute, key_concurrent)
     metrics = Metrics(waiting=service.waiting, running=lambda: service.running)
@@ -335,221 +133,12 @@ def create_app(*, predictor_factory: PredictorFactory | None = None, max_workers
     app.state.service = service
     app.state.keys = keys
 
-    def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-        return JSONResponse({"detail": message}, status_code=status, headers=dict(headers or {}))
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error(exc.status, exc.message, exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = ["{}: {}".format(".".join(str(p) for p in e.get("loc", ())), e.get("msg", "")) for e in exc.errors()]
-        return error(422, "; ".join(parts) or "invalid request")
-
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("error while handling %s %s", request.method, request.url.path)
-        return error(500, "internal server error")
-
+    install_error_handlers(app)
     install_front_door(app, keys=keys, limiter=limiter, metrics=metrics)
-
-    # -------------------------------------------------------------- API
-    remove_responses: dict[int | str, dict[str, Any]] = {
-        200: {"content": {"image/png": {}, "image/webp": {}},
-              "description": "The cutout or the mask; `X-U2seg-Confidence` says how much to trust it (0-1)."},
-        400: {"description": "Undecodable image or malformed request."},
-        413: {"description": "Too many bytes or too many pixels."},
-        408: {"description": "The request body took too long."},
-        415: {"description": "Not an image content type."},
-        422: {"description": "Invalid parameter."},
-        503: {"description": "Busy (queue full) or model unavailable."},
-    }
-    form_properties: dict[str, Any] = {"file": {"type": "string", "format": "binary",
-                                                "description": "The image (any format Pillow or OpenCV reads)."}}
-    parameters = http_parameters()  # (name, type, description), from the option table
-    form_properties.update({name: {"type": typ, "description": desc} for name, typ, desc in parameters})
-    form_properties["url"] = {"type": "string", "description": "http(s) address of the image, instead of 'file'"}
-    remove_openapi = {
-        "parameters": [{"name": name, "in": "query", "required": False, "schema": {"type": typ},
-                        "description": desc} for name, typ, desc in parameters],
-        "requestBody": {"required": True, "content": {
-            "multipart/form-data": {"schema": {"type": "object",
-                                               "properties": form_properties}},
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        }},
-    }
-
-    def query_of(request: Request) -> dict[str, str]:
-        query = dict(request.query_params)
-        if len(query) != len(request.query_params.multi_items()):
-            raise ApiError(422, "a query parameter is given twice")
-        return query
-
-    async def answer(request: Request, read: Callable[[], Any]) -> Response:
-        """Admit the request, get the image and its options from ``read()`` (an awaitable of
-        ``(data, options, label)``), run it and answer the cutout."""
-        started = time.perf_counter()
-        # Counted from the start, upload included: at most workers + queue bodies are in memory.
-        if service.in_flight >= service.max_workers + service.max_queue:
-            raise ApiError(503, "the server is busy; try again shortly", {"Retry-After": "1"})
-        service.in_flight += 1
-        try:
-            data, options, label = await read()
-            params = parse_remove_params(options)
-            available = service.available()
-            model = params.model or service.default(available)
-            if model is None:
-                raise ApiError(503, "no model weights are available; fetch some with "
-                                   f"'u2seg weights fetch {DEFAULT_WEIGHTS}'")
-            if model not in available and not _is_available_cascade(model, available):
-                raise ApiError(422, f"unknown model {model!r}; available: {', '.join(available)} "
-                                    f"(or a cascade of two, e.g. u2netp+u2net)")
-            if not data:
-                raise ApiError(400, "empty image")
-            service.check_header(data)
-            loop = asyncio.get_running_loop()
-            # The request's context (its id) goes with it into the worker thread's log lines.
-            run = functools.partial(contextvars.copy_context().run, service.process, data, params, model, label)
-            body, score, made_by = await loop.run_in_executor(service.executor, run)
-        except ImageReadError as exc:
-            raise ApiError(400, str(exc)) from None
-        finally:
-            service.in_flight -= 1
-        media = "image/webp" if params.format == "webp" else "image/png"
-        headers = {"X-Model": made_by, "X-Process-Time": f"{time.perf_counter() - started:.3f}"}
-        if score is not None:
-            headers["X-U2seg-Confidence"] = f"{score:.3f}"
-        return Response(body, media_type=media, headers=headers)
-
-    async def fetch(url: str) -> bytes:
-        """The image at ``url``, behind the address guard, in a thread (blocking sockets)."""
-        loop = asyncio.get_running_loop()
-        run = functools.partial(contextvars.copy_context().run, fetch_url, url, guard=guard,
-                                max_bytes=service.max_upload_bytes, timeout=url_timeout)
-        data, mime = await loop.run_in_executor(None, run)
-        if mime and not is_image_type(mime):
-            raise ApiError(415, f"url gives {mime!r}, not an image")
-        return data
-
-    @app.post("/api/remove", summary="Remove the background of an image", response_class=Response,
-              responses=remove_responses, openapi_extra=remove_openapi)
-    async def remove_background(request: Request) -> Response:
-        """Send the image as multipart field ``file`` or as the raw body (``Content-Type: image/*``),
-        or its address as form field ``url``; get back a PNG or WebP: an RGBA cutout, or the mask
-        with ``only_mask``."""
-        query = query_of(request)
-
-        async def read() -> tuple[bytes, dict[str, str], str]:
-            data, fields, filename = await read_upload(request, service.max_upload_bytes, timeout=upload_timeout)
-            options = {**query, **fields}
-            url = options.pop("url", None)
-            if data is not None and url is not None:
-                raise ApiError(422, "send either an image (field 'file') or 'url', not both")
-            if data is None:
-                if url is None:
-                    raise ApiError(422, "no image: send it as multipart field 'file', or its address as 'url'")
-                return await fetch(url), options, "url"
-            return data, options, _label(filename)
-
-        return await answer(request, read)
-
-    @app.get("/api/remove", summary="Remove the background of the image at a URL", response_class=Response,
-             responses={**remove_responses, 403: {"description": "The URL's host is at a non-public address."},
-                        502: {"description": "The URL could not be fetched."},
-                        504: {"description": "Fetching the URL took too long."}},
-             openapi_extra={"parameters": [{"name": "url", "in": "query", "required": True,
-                                            "schema": {"type": "string"},
-                                            "description": "http(s) address of the image"}]
-                            + remove_openapi["parameters"]})
-    async def remove_by_url(request: Request) -> Response:
-        """``GET /api/remove?url=https://...``: the image is fetched by the server (public addresses
-        only, unless the server allows more), with the same options as ``POST``."""
-        query = query_of(request)
-
-        async def read() -> tuple[bytes, dict[str, str], str]:
-            url = query.pop("url", None)
-            if not url:
-                raise ApiError(422, "give the image's address as query parameter 'url' (or POST the image)")
-            return await fetch(url), query, "url"
-
-        return await answer(request, read)
-
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def prometheus_metrics() -> Response:
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type.split(";")[0],
-                        headers={"Content-Type": content_type})
-
-    @app.get("/api/models", summary="Models with weights available")
-    async def api_models() -> dict[str, Any]:
-        from ..weights import get_weights
-
-        available = service.available()
-        entries = []
-        for name in available:
-            with service.lock:
-                predictor = service.predictors.get(name)
-            item: dict[str, Any] = {"name": name, "loaded": predictor is not None}
-            try:
-                w = get_weights(name)
-                item.update(architecture=w.model, input_size=list(w.input_size), description=w.description,
-                            license=w.license)
-            except Exception:  # noqa: BLE001 - a name the factory serves but the registry lacks
-                pass
-            if predictor is not None:
-                item["input_size"] = list(predictor.preprocessing.size)
-                item["architecture"] = predictor.model_name or item.get("architecture")
-            entries.append(item)
-        return {"default": service.default(available), "models": entries,
-                "limits": {"max_upload_bytes": service.max_upload_bytes, "max_pixels": service.max_pixels,
-                           "max_workers": service.max_workers}}
-
-    @app.head("/healthz", include_in_schema=False)
-    async def healthz_head() -> Response:
-        return Response(status_code=200)
-
-    @app.get("/healthz", summary="Liveness")
-    async def healthz() -> dict[str, Any]:
-        with service.lock:
-            loaded, running, served = sorted(service.predictors), service.running, service.served
-            peak = service.peak_running
-        return {"status": "ok", "version": __version__, "models_loaded": loaded, "workers": service.max_workers,
-                "running": running, "peak_running": peak, "waiting": service.waiting(),
-                "served": served}
-
-    # -------------------------------------------------------------- the web page
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
-                            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache",
-                                     "Referrer-Policy": "no-referrer"})
-
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    add_image_routes(app, service, guard=guard, url_timeout=url_timeout, upload_timeout=upload_timeout)
+    add_status_routes(app, service, metrics)
+    add_page(app)
     return app
-
-
-def _is_available_cascade(model: str, available: Sequence[str]) -> bool:
-    from ..infer.cascade import parse_cascade
-
-    try:
-        pair = parse_cascade(model)
-    except ValueError:
-        return False
-    return pair is not None and all(name in available for name in pair)
-
-
-def _label(filename: str | None) -> str:
-    """How an upload is named in error messages: its base name, short and printable."""
-    if not filename:
-        return "upload"
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c if c.isprintable() else "?" for c in name)[:100]
-    return name or "upload"
 
 
 def is_loopback(host: str) -> bool:
