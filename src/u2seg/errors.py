@@ -35,3 +35,8 @@ class PixelLimitError(U2SegError, ValueError):
     def __init__(self, message: str, *, input_name: str | None = None) -> None:
         super().__init__(message)
         self.input_name = input_name
+
+
+def one_line(text: str) -> str:
+    """Keep error messages on one line: newlines (in odd file names or library messages) are escaped."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
