@@ -7,14 +7,16 @@
     >>> item = train[0]    # {"image": 3×288×288 float32, "mask": 1×288×288 float32 0/1, "name": "00000"}
 
 Modules: ``datasets`` (FolderPairs, FileList, VOCSegmentation, check_dataset: needs torch),
-``build`` (build_dataset: a dataset from a training config's ``data.train`` / ``data.val``),
+``reading`` (read_image, read_mask: a sample's image and mask as arrays), ``build``
+(build_dataset: a dataset from a training config's ``data.train`` / ``data.val``),
 ``cache`` (decode_dataset: samples decoded and resized once), ``batch_augment`` (BatchPlan:
 crop, flips, colour jitter, normalisation of whole batches on the device), ``colour``
 (ColourJitter: one recipe, per image and per batch),
 ``transforms`` (albumentations recipes: official_train, official_eval, letterbox,
 build_transform), ``pair_resize`` (PairResize, resize_mask: image and mask resized together, the
-image as inference does), ``synth`` (make_synthetic_dataset) and ``split`` (split_dataset). Names load on
-first use: ``import u2seg.data`` and the ``synth`` and ``split`` modules do not import torch.
+image as inference does), ``synth`` (make_synthetic_dataset), ``synth_fine`` (fine_sample: fine
+structure for edge benchmarks) and ``split`` (split_dataset). Names load on first use: ``import
+u2seg.data`` and the ``reading``, ``synth`` and ``split`` modules do not import torch.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from .._lazy import lazy_exports  # noqa: E402
 _LAZY = {
     # datasets (torch)
     "DatasetError": "datasets", "FileList": "datasets", "FolderPairs": "datasets",
-    "IGNORE_INDEX": "datasets", "Sample": "datasets", "SegmentationDataset": "datasets",
-    "VOCSegmentation": "datasets", "VOC_CLASSES": "datasets", "binarize": "datasets",
-    "check_dataset": "datasets", "read_image": "datasets", "read_mask": "datasets",
+    "Sample": "datasets", "SegmentationDataset": "datasets", "VOCSegmentation": "datasets",
+    "VOC_CLASSES": "datasets", "check_dataset": "datasets",
+    # a sample's files read as arrays (no torch)
+    "IGNORE_INDEX": "reading", "binarize": "reading", "read_image": "reading", "read_mask": "reading",
     # transforms (albumentations)
     "ImageNorm": "transforms", "JointTransform": "transforms", "TRANSFORMS": "transforms",
     "build_transform": "transforms", "letterbox": "transforms", "normalize_only": "transforms",

@@ -10,17 +10,8 @@ Every dataset is a ``torch.utils.data.Dataset`` whose items are dicts::
               ("images/00001"); VOC: the id ("2007_000032")}
 
 after the joint ``transform`` (default: :func:`~u2seg.data.transforms.normalize_only`, i.e. the
-image normalised at its own size and the mask as it is).
-
-Reading masks:
-
-* **binary** (``num_classes=1``): the mask file's grey level (colour files by luma, 16-bit files
-  scaled to 8 bits). A mask whose values are all 0 or 1 is used as it is (0/1 masks); any other is
-  thresholded: ``value > 127`` → 1. So 0/255 masks and soft (anti-aliased) masks like DUTS' work;
-  the official U²-Net code trains on the soft values (``mask / max``), u2seg on binarised ones.
-* **multi-class** (``num_classes >= 2``): the stored values as they are: palette PNGs (mode "P")
-  give their indices, grayscale PNGs their grey values. 255 means "ignore". A colour (RGB) mask
-  whose channels differ is refused: masks must hold class indices, not colours.
+image normalised at its own size and the mask as it is). Images and masks are read by
+:mod:`u2seg.data.reading` (how mask values become labels: see there).
 
 Validation before training: ``dataset.check()`` returns one line per problem, each naming the file
 (unpaired files, listed files that do not exist, undecodable images or masks, image/mask size
@@ -32,7 +23,6 @@ dataset with no samples.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,14 +31,23 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import ImageReadError, U2SegError
-from ..image_io import load_image
+from .reading import (
+    IGNORE_INDEX,
+    _bad_values,
+    _binary_levels,
+    _describe_values,
+    _mask_values,
+    binarize,
+    read_image,
+    read_mask,
+)
 from .split import pair_folders
 
-__all__ = [
+__all__ = [  # IGNORE_INDEX, binarize, read_image, read_mask: re-exported from .reading
     "DatasetError",
     "FileList",
     "FolderPairs",
@@ -62,8 +61,6 @@ __all__ = [
     "read_image",
     "read_mask",
 ]
-
-IGNORE_INDEX = 255
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -89,105 +86,6 @@ class Sample(NamedTuple):
     image: Path
     mask: Path
     source: str | None = None
-
-
-# --------------------------------------------------------------------------- reading files
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file → ``uint8 H×W×3`` RGB (alpha dropped, as inference does; EXIF orientation
-    applied). Raises :class:`~u2seg.errors.ImageReadError` (one line naming the file)."""
-    image = load_image(Path(path))
-    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-
-
-def _open_mask(path: Path) -> Image.Image:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not data:
-        raise ImageReadError(f"{path}: empty file")
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        return ImageOps.exif_transpose(image) or image  # the same orientation rule as load_image
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image (cannot identify image file)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        raise ImageReadError(f"{path}: cannot decode mask ({text})") from None
-
-
-def _mask_values(path: Path) -> tuple[np.ndarray, bool]:
-    """The stored values of a multi-class mask as ``int64 H×W``, and whether it is in colour."""
-    image = _open_mask(path)
-    mode = image.mode
-    if mode in ("P", "L", "1", "I", "I;16", "I;16L", "I;16B", "I;16N"):
-        return np.asarray(image).astype(np.int64), False
-    if mode in ("LA", "PA"):
-        return np.asarray(image)[..., 0].astype(np.int64), False
-    if mode == "F":
-        values = np.asarray(image)
-        return np.where(np.isfinite(values), np.rint(values), -1).astype(np.int64), False
-    rgb = np.asarray(image.convert("RGB"))
-    grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-    return rgb[..., 0].astype(np.int64), not grey
-
-
-_COLOUR_SPREAD = 32  # channels further apart than this make a binary mask "colour" (JPEG noise stays below)
-
-
-def _binary_levels(path: Path) -> tuple[np.ndarray, bool]:
-    """The grey levels (``uint8 H×W``) of a binary mask, and whether it is in colour."""
-    rgb = np.asarray(load_image(path).convert("RGB"))
-    red = rgb[..., 0]
-    if np.array_equal(red, rgb[..., 1]) and np.array_equal(red, rgb[..., 2]):  # grey: the usual case, and cheap
-        return np.ascontiguousarray(red), False
-    spread = int((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)).max())
-    return np.asarray(Image.fromarray(rgb).convert("L")), spread > _COLOUR_SPREAD
-
-
-def binarize(levels: np.ndarray) -> np.ndarray:
-    """Grey levels → 0/1 labels: all values 0 or 1 → as they are; otherwise ``> 127`` → 1."""
-    if levels.size and int(levels.max()) <= 1:
-        return levels.astype(np.uint8)
-    return (levels > 127).astype(np.uint8)
-
-
-def _bad_values(values: np.ndarray, num_classes: int) -> np.ndarray:
-    """Distinct values that are neither a class index nor the ignore index."""
-    distinct = np.unique(values)
-    return distinct[((distinct < 0) | (distinct >= num_classes)) & (distinct != IGNORE_INDEX)]
-
-
-def _describe_values(values: np.ndarray, limit: int = 6) -> str:
-    shown = ", ".join(str(int(v)) for v in values[:limit])
-    return shown + (f", … ({len(values)} values)" if len(values) > limit else "")
-
-
-def read_mask(path: str | os.PathLike, num_classes: int) -> np.ndarray:
-    """A mask file → ``uint8 H×W`` labels: 0/1 when ``num_classes == 1`` (see :func:`binarize`),
-    class indices with 255 = ignore otherwise.
-
-    Raises:
-        ImageReadError: missing or undecodable file.
-        U2SegError: (multi-class) a colour mask, or values ≥ ``num_classes`` other than 255.
-    """
-    path = Path(path)
-    if num_classes == 1:
-        return binarize(_binary_levels(path)[0])
-    values, colour = _mask_values(path)
-    if colour:
-        raise U2SegError(f"{path}: colour (RGB) mask; multi-class masks must hold class indices "
-                         "(palette or grayscale PNG)")
-    bad = _bad_values(values, num_classes)
-    if bad.size:
-        raise U2SegError(f"{path}: mask values {_describe_values(bad)} are not class indices "
-                         f"(0..{num_classes - 1}) or {IGNORE_INDEX} (ignore)")
-    return values.astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- the base class

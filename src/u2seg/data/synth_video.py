@@ -30,7 +30,8 @@ from PIL import Image
 from ..errors import U2SegError
 from ..fileio import write_bytes_atomic
 from ..image_encode import encode_image
-from .synth import SHAPES, _photo_background, _photos, _shape_mask, _texture
+from .synth import SHAPES, _shape_mask
+from .synth_common import _photo_background, _photos, _texture
 
 __all__ = ["ClipPlan", "clip_plan", "synth_clip", "make_synthetic_videos"]
 
