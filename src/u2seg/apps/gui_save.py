@@ -15,7 +15,7 @@ from typing import Any
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from ..image_encode import OUTPUT_FORMATS, save_image
-from ..infer.engine import Report
+from ..infer.job_types import Report
 from ..infer.files import Plan, plan_pairs
 from .gui_jobs import _describe
 
@@ -67,7 +67,8 @@ class SavingMixin:
         self.last_save_report = None
 
         def work() -> SaveReport:
-            from ..infer.engine import Item, run_job
+            from ..infer.engine import run_job
+            from ..infer.job_types import Item
             from ..infer.removal import RemovalJob
 
             report = SaveReport(failed=list(problems))

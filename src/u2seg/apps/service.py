@@ -169,7 +169,7 @@ class Service:
         """The encoded output, its confidence score and the model that made it (a cascade's
         small or large one)."""
         from ..errors import ImageReadError, WeightsError
-        from ..infer.engine import Item
+        from ..infer.job_types import Item
         from ..infer.removal import PixelLimitError, RemovalJob
 
         with self.lock:

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import U2SegError
 from ..metrics.headline import BINARY_KEYS, MULTICLASS_KEYS, headline
-from ..infer.engine import Item, Prediction, Result, run_job
+from ..infer.engine import run_job
+from ..infer.job_types import Item, Prediction, Result
 
 if TYPE_CHECKING:
     from ..infer.predictor import Predictor
@@ -155,7 +156,7 @@ def evaluate_saved(pred_dir: str | Path, gt_dir: str | Path, *, num_classes: int
     from PIL import Image
     from tqdm import tqdm
 
-    from ..data.datasets import read_mask
+    from ..data.reading import read_mask
     from ..data.split import pair_folders
     from ..image_io import load_image
 

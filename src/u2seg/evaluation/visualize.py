@@ -20,7 +20,8 @@ from PIL import Image
 
 from ..errors import U2SegError
 from ..infer.colorize import colorize, gray, label_colours, overlay, side_by_side
-from ..infer.engine import Files, Item, Prediction, Report, run_job
+from ..infer.engine import run_job
+from ..infer.job_types import Files, Item, Prediction, Report
 
 if TYPE_CHECKING:
     from ..infer.predictor import Predictor
@@ -99,7 +100,7 @@ def write_triptychs(dataset, out_dir: str | Path, *, predictor: Predictor | None
     The prediction comes from ``predictor`` or from ``pred_dir/<sample name>.*`` (a saved map or
     class PNG); give exactly one. Existing sheets are kept unless ``overwrite``: then nothing is
     written and the error names them."""
-    from ..data.datasets import read_mask
+    from ..data.reading import read_mask
     from ..image_encode import save_image
     from ..image_io import IMAGE_EXTENSIONS, load_image
 

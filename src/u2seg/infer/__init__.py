@@ -16,7 +16,7 @@ _LAZY = {
     "parse_color": "postprocess", "probability_to_mask": "postprocess",
     "RefineOptions": "refine", "refine_output": "refine",
     "Predictor": "predictor", "Preprocessing": "u2seg.preprocessing", "TTA": "predictor",
-    "Engine": "engine", "Item": "engine", "Report": "engine", "run_job": "engine",
+    "Engine": "engine", "Item": "job_types", "Report": "job_types", "run_job": "engine",
     "RemovalJob": "removal", "remove": "removal", "remove_files": "removal", "render": "removal",
     "get_predictor": "sessions",
 }

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .engine import Item, run_job
+from .engine import default_workers, run_job
+from .job_types import Item
 from .predictor import Predictor
 from .refine import RefineOptions
 from .removal import RemovalJob
@@ -129,8 +130,6 @@ def run_bench(predictor: Predictor, inputs: Sequence[Path], *, options: RefineOp
 
 
 def _workers() -> int:
-    from .engine import default_workers
-
     return default_workers()
 
 

@@ -36,8 +36,9 @@ from typing import Any
 
 from ..errors import U2SegError
 from ..image_io import load_image
-from .engine import Item, Prediction, Report, Result, Timer, error_line, finish_prediction
+from .engine import finish_prediction
 from .files import Task, plan_outputs
+from .job_types import Item, Prediction, Report, Result, Timer, error_line
 from .manifest import MANIFEST_NAME, Manifest, read_with_facts, settings_digest
 from .predictor import HostPreparer
 from .records import ImageRecord

@@ -19,7 +19,7 @@ from pathlib import Path
 from collections.abc import Iterable
 from typing import IO, Any
 
-from .engine import Result
+from .job_types import Result
 
 __all__ = ["ImageRecord", "RecordLog", "record_of"]
 

@@ -12,7 +12,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import PixelLimitError  # defined there (load_image raises it too); importable from here
-from .engine import Files, Item, Prediction, Report, Result, run_job, run_one
+from .engine import run_job, run_one
+from .job_types import Files, Item, Prediction, Report, Result
 from .files import Task
 from ..image_encode import encode_image
 from ..image_io import carry_icc_profile

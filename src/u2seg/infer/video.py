@@ -33,8 +33,9 @@ from PIL import Image
 from ..errors import U2SegError
 from ..video_read import Frame, VideoReader
 from ..video_write import AUDIO_FORMATS, VideoWriter
-from .engine import Engine, Item, Prediction
+from .engine import Engine
 from .files import Task
+from .job_types import Item, Prediction
 from .refine import RefineOptions, refine
 from .temporal import TemporalFilter, TemporalOptions
 
