@@ -57,7 +57,8 @@ test: setup browser
 	@# numba compiles pymatting's kernels on its first import (~80 s here) into its on-disk cache,
 	@# once per environment: done before the tests, so no test file's time is that compile.
 	$(PY) -c "import pymatting"
-	@failed=""; for f in tests/test_*.py; do echo "== $$f"; $(PY) -m pytest -q $$f || failed="$$failed $$f"; done; \
+	@failed=""; for f in tests/test_*.py; do echo "== $$f"; start=$$(date +%s); \
+	$(PY) -m pytest -q $$f || failed="$$failed $$f"; echo "== $$f: $$(( $$(date +%s) - start )) s"; done; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed" >&2; exit 1; fi
 
 # The container image (podman or docker; Dockerfile, container/build_image.sh). Where no registry
