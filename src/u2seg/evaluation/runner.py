@@ -9,6 +9,7 @@ truth's own resolution (the SOD and semantic-segmentation convention).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ..errors import U2SegError
+from ..data.reading import read_mask
+from ..data.split import pair_folders
+from ..image_io import load_image
+from ..metrics import ConfusionMatrix, SODMetrics, write_report
 from ..metrics.headline import BINARY_KEYS, MULTICLASS_KEYS, headline
 from ..infer.engine import run_job
 from ..infer.job_types import Item, Prediction, Result
@@ -49,7 +54,6 @@ class EvalResult:
 
     def write(self, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
         """``out_dir/metrics.json`` (+ plots): see :func:`u2seg.metrics.write_report`."""
-        from ..metrics import write_report
 
         payload = {**self.results, "images": self.images, "summary": self.summary, **self.details}
         return write_report(payload, out_dir, kind=self.kind, class_names=self.class_names, plots=plots)
@@ -67,8 +71,6 @@ class EvalResult:
 
 
 def _metric(num_classes: int):
-    from ..metrics import ConfusionMatrix, SODMetrics
-
     return SODMetrics() if num_classes == 1 else ConfusionMatrix(num_classes)
 
 
@@ -130,8 +132,6 @@ def _dataset_class_names(dataset) -> list[str] | None:
         return None
     names = getattr(dataset, "classes", None)
     if names is None:
-        import json
-
         info = Path(getattr(dataset, "root", "")) / "dataset.json"
         try:
             names = json.loads(info.read_text(encoding="utf-8")).get("classes") if info.is_file() else None
@@ -155,10 +155,6 @@ def evaluate_saved(pred_dir: str | Path, gt_dir: str | Path, *, num_classes: int
     would silently flatter the score); extra predictions are ignored and counted."""
     from PIL import Image
     from tqdm import tqdm
-
-    from ..data.reading import read_mask
-    from ..data.split import pair_folders
-    from ..image_io import load_image
 
     pairing = pair_folders(pred_dir, gt_dir)
     if pairing.unpaired_masks or pairing.ambiguous:

@@ -19,6 +19,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import U2SegError
+from ..data.reading import read_mask
+from ..image_encode import encode_image, save_image
+from ..image_io import IMAGE_EXTENSIONS, load_image
+from ..infer.postprocess import probability_to_mask
 from ..infer.colorize import colorize, gray, label_colours, overlay, side_by_side
 from ..infer.engine import run_job
 from ..infer.job_types import Files, Item, Prediction, Report
@@ -56,9 +60,6 @@ class PredictionFilesJob:
     alpha: float = 0.5
 
     def finish(self, prediction: Prediction) -> Files:
-        from ..image_encode import encode_image
-        from ..infer.postprocess import probability_to_mask
-
         predictor, image = prediction.predictor, prediction.image.convert("RGB")
         if predictor.num_classes == 1:
             prob = predictor.to_host(prediction.foreground())
@@ -100,9 +101,6 @@ def write_triptychs(dataset, out_dir: str | Path, *, predictor: Predictor | None
     The prediction comes from ``predictor`` or from ``pred_dir/<sample name>.*`` (a saved map or
     class PNG); give exactly one. Existing sheets are kept unless ``overwrite``: then nothing is
     written and the error names them."""
-    from ..data.reading import read_mask
-    from ..image_encode import save_image
-    from ..image_io import IMAGE_EXTENSIONS, load_image
 
     if (predictor is None) == (pred_dir is None):
         raise ValueError("give a predictor or a pred_dir (exactly one)")
@@ -161,8 +159,6 @@ class SheetJob:
     height: int | None = None
 
     def finish(self, prediction: Prediction) -> Files:
-        from ..image_encode import encode_image
-
         predictor, image = prediction.predictor, prediction.image.convert("RGB")
         binary = predictor.num_classes == 1
         if binary:
