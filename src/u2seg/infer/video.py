@@ -31,6 +31,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import U2SegError
+from ..fileio import write_bytes_atomic
+from ..image_encode import encode_image
 from ..video_read import Frame, VideoReader
 from ..video_write import AUDIO_FORMATS, VideoWriter
 from .engine import Engine
@@ -337,9 +339,6 @@ def remove_raw_stream(engine: Engine, width: int, height: int, stream: IO[bytes]
     rgb24 -`` writes): PNG frames into the folder ``output`` (``000001.png`` …, each written
     atomically), or raw frames to ``out_stream`` (``rgba``; ``gray`` with ``only_mask``).
     Returns the number of frames."""
-    from ..fileio import write_bytes_atomic
-    from ..image_encode import encode_image
-
     _check_options(options)
     filt = TemporalFilter(temporal_options) if temporal == "flow" else None
     folder = Path(output) if output is not None else None

@@ -7,6 +7,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+
+from ..infer.colorize import gray, label_colours, side_by_side
 
 __all__ = ["preview_png", "to_uint8_image"]
 
@@ -26,10 +29,6 @@ def to_uint8_image(image: torch.Tensor, transform: Any) -> np.ndarray:
 
 def preview_png(items: Sequence[dict[str, Any]], logits: torch.Tensor, *, binary: bool, transform: Any) -> bytes:
     """The PNG of the sheet for dataset ``items`` and the model's ``logits`` (``N×C×H×W``)."""
-    from PIL import Image
-
-    from ..infer.colorize import gray, label_colours, side_by_side
-
     rows = []
     for i, item in enumerate(items):
         picture = to_uint8_image(item["image"], transform)

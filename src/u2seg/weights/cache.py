@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ChecksumError, FetchError, WeightsError, WeightsUnavailableError
-from .folder import read_verified_config
+from .folder import CONFIG_FILE, WEIGHTS_FILE, read_verified_config
 from .registry import DEFAULT_WEIGHTS, PretrainedWeights, default_weights_for, get_weights
 
 if TYPE_CHECKING:  # torch loads only when a network is built
@@ -46,8 +46,6 @@ def pretrained_dirs() -> list[Path]:
 def weights_dir(name: str) -> Path:
     """The folder of converted weights ``name``: the first ``$U2SEG_PRETRAINED`` folder that has
     them, else the cache's (where they are fetched to)."""
-    from .folder import CONFIG_FILE
-
     for folder in pretrained_dirs():
         if (folder / name / CONFIG_FILE).is_file():
             return folder / name
@@ -61,8 +59,6 @@ def is_offline() -> bool:
 
 def _cached(directory: Path) -> bool:
     """True when a verified converted copy exists; a corrupt one is removed, not used."""
-    from .folder import CONFIG_FILE, WEIGHTS_FILE
-
     if not (directory / WEIGHTS_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
         return False
     try:

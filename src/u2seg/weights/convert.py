@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..fileio import write_bytes_atomic
+from ..models import U2NET_CONFIGS, create_model, list_models
 from .download import sha256_file
 from .folder import CONFIG_FILE, WEIGHTS_FILE, read_verified_config
 
@@ -192,8 +193,6 @@ def state_dict_from_fused_onnx(path: str | Path, *, arch: str | None = None) -> 
 
     Returns ``(arch, state_dict)``; ``arch`` is tried over the U²-Net family when not given.
     """
-    from ..models import U2NET_CONFIGS, create_model
-
     path = Path(path)
     convs = _onnx_convs(path)
     if not convs:
@@ -218,8 +217,6 @@ def state_dict_from_fused_onnx(path: str | Path, *, arch: str | None = None) -> 
 
 def infer_architecture(state_dict: dict[str, torch.Tensor]) -> tuple[str, int, int]:
     """Find ``(arch, num_classes, in_channels)`` whose state_dict has these names and shapes."""
-    from ..models import create_model, list_models
-
     for name in list_models():
         with torch.device("meta"):
             probe = create_model(name)
@@ -278,8 +275,6 @@ def load_weights_into(model: nn.Module, path: str | Path | LoadedWeights) -> lis
 
 def load_model(path: str | Path, *, arch: str | None = None) -> nn.Module:
     """Build the model that a weights file describes (or ``arch``) and load the weights into it."""
-    from ..models import create_model
-
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         found, state_dict = state_dict_from_fused_onnx(path, arch=arch)
