@@ -40,3 +40,8 @@ class PixelLimitError(U2SegError, ValueError):
 def one_line(text: str) -> str:
     """Keep error messages on one line: newlines (in odd file names or library messages) are escaped."""
     return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def collapse_whitespace(text: object) -> str:
+    """A library's message on one line: every run of whitespace (newlines included) becomes one space."""
+    return " ".join(str(text).split())

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageReadError, U2SegError
+from .errors import ImageReadError, U2SegError, collapse_whitespace
 
 __all__ = [
     "ANIMATED_EXTENSIONS", "VIDEO_EXTENSIONS", "Frame", "VideoInfo", "VideoReadError", "VideoReader", "check_av",
@@ -145,13 +145,9 @@ def _has_alpha(pix_fmt: str | None) -> bool:
     return bool(pix_fmt) and pix_fmt.startswith(("yuva", "gbrap", "ya", "rgba", "bgra", "argb", "abgr", "rgb32", "bgr32"))
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _av_reason(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc)
-    text = _one_line(text).rstrip(":").strip()
+    text = collapse_whitespace(text).rstrip(":").strip()
     return text[:1].lower() + text[1:] if text else type(exc).__name__
 
 

