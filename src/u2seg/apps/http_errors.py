@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+# The service's messages name what failed on one line (the library's helper, under the name used here).
+from ..errors import collapse_whitespace as one_line
+
 __all__ = ["ApiError", "human_bytes", "one_line"]
 
 
@@ -15,10 +18,6 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def human_bytes(n: float) -> str:
