@@ -44,7 +44,7 @@ from PySide6.QtWidgets import (
 from ..image_io import IMAGE_EXTENSIONS, load_image
 from ..weights.registry import DEFAULT_WEIGHTS
 from .gui_adjust import AdjustMixin
-from .gui_jobs import JobBoard, _Rendered, _Segmented
+from .gui_jobs import JobBoard, Rendered, Segmented
 from .gui_save import SaveReport, SavingMixin
 from .gui_video import VideoWindow
 from .gui_widgets import ImageView, pil_to_qimage, qimage_to_array
@@ -88,12 +88,12 @@ class MainWindow(AdjustMixin, SavingMixin, QMainWindow):
         super().__init__()
         self._factory: PredictorFactory = predictor_factory or _default_factory
         self._predictors: dict[str, Any] = {}
-        self._probs: OrderedDict[tuple[str, Path], _Segmented] = OrderedDict()
+        self._probs: OrderedDict[tuple[str, Path], Segmented] = OrderedDict()
         self._places: dict[Path, Path] = {}  # picture -> relative output path (suffix replaced)
         self._entries: list[Path] = []  # the pictures listed
         self._current: Path | None = None
-        self._segmented: _Segmented | None = None  # the current picture's, once ready
-        self._rendered: _Rendered | None = None
+        self._segmented: Segmented | None = None  # the current picture's, once ready
+        self._rendered: Rendered | None = None
         self._bgcolor: tuple[int, int, int, int] | None = None
         self._jobs = JobBoard(self)  # the workers in flight and what to call when each ends
         self._segmenting: set[tuple[Path, str]] = set()  # (picture, model) in the worker
@@ -340,16 +340,16 @@ class MainWindow(AdjustMixin, SavingMixin, QMainWindow):
     def _segment(self, path: Path, model: str) -> None:
         self.statusBar().showMessage(f"Segmenting {path.name} with {model}…")
 
-        def work() -> _Segmented:
+        def work() -> Segmented:
             image = load_image(path)
             prob, confidence = self._predictor(model).predict_with_confidence(image)
-            return _Segmented(path, model, image, prob, confidence.score)
+            return Segmented(path, model, image, prob, confidence.score)
 
         self._segmenting.add((path, model))
         self._jobs.start(self._segment_pool, work, self._segmentation_ready, self._segmentation_failed,
                          context=(path, model))
 
-    def _segmentation_ready(self, result: _Segmented) -> None:
+    def _segmentation_ready(self, result: Segmented) -> None:
         self._segmenting.discard((result.path, result.model))
         self._probs[(result.model, result.path)] = result
         self._probs.move_to_end((result.model, result.path))

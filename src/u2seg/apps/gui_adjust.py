@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..infer.refine import RefineOptions, refine
-from .gui_jobs import _Rendered
+from .gui_jobs import Rendered
 from .gui_widgets import pil_to_qimage
 
 __all__ = ["AdjustMixin"]
@@ -121,9 +121,9 @@ class AdjustMixin:
                 f"Alpha matting {segmented.path.name}…"
                 + (" (the first use compiles pymatting: up to a minute)" if first else ""))
 
-        def work() -> _Rendered:
+        def work() -> Rendered:
             result = refine(segmented.image, segmented.prob, options)
-            return _Rendered(key, result.output, pil_to_qimage(result.mask), pil_to_qimage(result.output))
+            return Rendered(key, result.output, pil_to_qimage(result.mask), pil_to_qimage(result.output))
 
         self._render_running = True
         self._jobs.start(self._render_pool, work, self._render_ready, self._render_failed, context=key)
@@ -133,7 +133,7 @@ class AdjustMixin:
         if self._render_pending:
             self._request_render()
 
-    def _render_ready(self, result: _Rendered) -> None:
+    def _render_ready(self, result: Rendered) -> None:
         current = self._segmented
         if current is not None and result.key[:2] == (current.model, current.path):
             self._rendered = result

@@ -1,6 +1,6 @@
 """The picture window's background work (:mod:`.gui`): a job runs a function in a pool thread,
 :class:`JobBoard` keeps the jobs in flight and hands each outcome to its handlers in the GUI
-thread; :class:`_Segmented` and :class:`_Rendered` are what the window's two kinds of job return.
+thread; :class:`Segmented` and :class:`Rendered` are what the window's two kinds of job return.
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ from PIL import Image
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage
 
-from ..errors import U2SegError
+from ..errors import U2SegError, collapse_whitespace
 
-__all__ = ["JobBoard"]
+__all__ = ["JobBoard", "Segmented", "Rendered", "describe_error"]
 
 log = logging.getLogger(__name__)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """One line for the window: u2seg's own errors carry their message, others get the type."""
     if isinstance(exc, (U2SegError, OSError, ValueError)):
         text = str(exc) or type(exc).__name__
     else:
         text = f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())
+    return collapse_whitespace(text)
 
 
 class _JobSignals(QObject):
@@ -53,7 +53,7 @@ class _Job(QRunnable):
             result = self.fn()
         except Exception as exc:  # every error becomes a message in the window
             log.debug("worker failed:\n%s", traceback.format_exc())
-            self.signals.failed.emit(self.job_id, _describe(exc))
+            self.signals.failed.emit(self.job_id, describe_error(exc))
         else:
             self.signals.done.emit(self.job_id, result)
 
@@ -93,7 +93,10 @@ class JobBoard(QObject):
 
 
 @dataclass(frozen=True)
-class _Segmented:
+class Segmented:
+    """A picture segmented with a model: the decoded image and its probability map, kept so that
+    every adjustment re-renders without running the network again."""
+
     path: Path
     model: str
     image: Image.Image
@@ -102,7 +105,10 @@ class _Segmented:
 
 
 @dataclass(frozen=True)
-class _Rendered:
+class Rendered:
+    """One rendering of the current options (``key``): the output, and the mask and output as Qt
+    images ready to show."""
+
     key: tuple
     output: Image.Image
     mask_q: QImage

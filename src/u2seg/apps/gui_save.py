@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from ..image_encode import OUTPUT_FORMATS, save_image
 from ..infer.job_types import Report
 from ..infer.files import Plan, plan_pairs
-from .gui_jobs import _describe
+from .gui_jobs import describe_error
 
 __all__ = ["SaveReport", "SavingMixin"]
 
@@ -45,7 +45,7 @@ class SavingMixin:
         try:
             save_image(self._rendered.output, target)
         except (OSError, ValueError) as exc:
-            self.show_error(f"{target}: {_describe(exc)}")
+            self.show_error(f"{target}: {describe_error(exc)}")
             return None
         self._clear_error()
         self.statusBar().showMessage(f"Saved {target}")
