@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from u2seg import image_io
+from u2seg import image_io, image_limits
 from u2seg.errors import ImageReadError, PixelLimitError
 from u2seg.image_io import load_image
 
@@ -245,7 +245,7 @@ def decode_spy():
         return prepare(self)
 
     def spy_cv2(data):
-        declared = image_io._declared_size(data)  # OpenCV allocates this much before decoding a row
+        declared = image_limits.declared_size(data)  # OpenCV allocates this much before decoding a row
         if declared is not None:
             sizes.append(declared[0] * declared[1])
         pixels = cv2_decode(data)

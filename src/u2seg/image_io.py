@@ -31,8 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError, PixelLimitError, one_line
-from .image_limits import PNG_MAGIC, TIFF_MAGIC, bomb_error, check_limit, png_chunks_fit
-from .image_limits import declared_size as _declared_size  # tests spy via this name
+from .image_limits import PNG_MAGIC, TIFF_MAGIC, bomb_error, check_limit, declared_size, png_chunks_fit
 from .image_modes import array_to_image, from_array, is_16bit_colour, to_rgb
 
 __all__ = [
@@ -192,7 +191,7 @@ def _check_opencv_size(label: str, data: bytes, im: Image.Image | None, max_pixe
     reading and our own of the first PNG IHDR / TIFF directory (what libpng and libtiff use; a file
     with two IHDR chunks shows Pillow the second). False when no size can be read at all."""
     sizes = [im.size] if im is not None else []
-    declared = _declared_size(data)
+    declared = declared_size(data)
     if declared is not None:
         sizes.append(declared)
     for width, height in sizes:
