@@ -37,12 +37,15 @@ RUN := runs/synthetic_demo-$(shell date +%Y%m%d-%H%M%S)
 endif
 train-demo: setup
 	$(VENV)/bin/u2seg data check configs/synthetic_demo.yaml
+	@echo "the pretrained U²-Net-P on the held-out set, before fine-tuning:"
+	$(VENV)/bin/u2seg eval --data data/synth_demo/val -m u2netp --out $(RUN)/eval-pretrained --no-progress --no-plots
 	$(VENV)/bin/u2seg train configs/synthetic_demo.yaml --set output_dir=$(RUN)
 	$(VENV)/bin/u2seg eval configs/synthetic_demo.yaml --set output_dir=$(RUN) --out $(RUN)/eval --no-progress
 	$(VENV)/bin/u2seg visualize configs/synthetic_demo.yaml --set output_dir=$(RUN) -o $(RUN)/sheets --limit 8
 	@echo
 	@echo "$(RUN)/"
 	@echo "  eval/metrics.json, eval/pr_curve.png, eval/f_measure.png   held-out scores and plots"
+	@echo "  eval-pretrained/metrics.json                              the same before fine-tuning"
 	@echo "  sheets/*.png                                              image | label | prediction"
 	@echo "  previews/step_*.png                                       the same during training"
 	@echo "  best/                                                     weights: u2seg remove IMG -o OUT --weights $(RUN)/best"

@@ -372,6 +372,40 @@ def test_tensorboard_not_installed_is_one_info_line(tmp_path, monkeypatch, caplo
     assert not (tmp_path / "tensorboard").exists()
 
 
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_freeze_bn_keeps_the_loaded_statistics_while_scale_and_shift_learn(tmp_path, binary_data, freeze_bn):
+    from u2seg import create_model
+    from u2seg.weights import save_pretrained
+
+    torch.manual_seed(0)
+    model = create_model("u2netp")
+    with torch.no_grad():  # statistics unlike any batch's, as pretrained ones are
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    source = save_pretrained(model, tmp_path / "pretrained")
+    loaded = {k: v.clone() for k, v in model.state_dict().items()}
+    out = tmp_path / "run"
+    # an evaluation in the middle: the layers must go back to frozen afterwards
+    raw = _raw(binary_data["train"], binary_data["val"], out, iterations=4, eval_interval=2, save_interval=4,
+               freeze_bn=freeze_bn, model={"name": "u2netp", "num_classes": 1, "pretrained": str(source)})
+    train(load_config(_write(tmp_path, raw)), progress=False)
+    trained = torch.load(out / "checkpoints" / "step_4.pt", weights_only=False)["model"]
+    stats = [k for k in loaded if k.endswith(("running_mean", "running_var"))]
+    affine = [k for k in loaded if k.endswith(".bn_s1.weight")]
+    assert stats and affine
+    assert all(torch.equal(trained[k], loaded[k]) for k in stats) == freeze_bn
+    assert not any(torch.equal(trained[k], loaded[k]) for k in affine)   # scale and shift learn either way
+    assert trained["stage1.rebnconvin.bn_s1.num_batches_tracked"] == (0 if freeze_bn else 4)
+
+
+def test_freeze_bn_and_sync_bn_are_refused_together(tmp_path, binary_data):
+    raw = _raw(binary_data["train"], freeze_bn=True, sync_bn=True, device="cuda")
+    with pytest.raises(ConfigError, match="sync_bn, freeze_bn: frozen BatchNorm statistics are not synchronised"):
+        load_config(_write(tmp_path, raw))
+
+
 def test_finetune_binary_checkpoint_into_three_classes(tmp_path, multiclass_data, caplog):
     from u2seg import create_model
     from u2seg.weights import save_pretrained

@@ -23,7 +23,8 @@ from .config import TrainConfig
 from .distributed import Distributed
 from .losses import DeepSupervisionLoss
 
-__all__ = ["TrainingData", "build_data", "build_loss", "build_model", "seed_everything", "total_steps", "use_bf16"]
+__all__ = ["TrainingData", "build_data", "build_loss", "build_model", "seed_everything", "total_steps", "train_mode",
+           "use_bf16"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,18 @@ def build_model(config: TrainConfig, device: torch.device, dist: Distributed) ->
     if c.channels_last:
         model.to(memory_format=torch.channels_last)
     return model, skipped
+
+
+def train_mode(model: torch.nn.Module, *, freeze_bn: bool = False) -> None:
+    """``model.train()``; with ``freeze_bn`` its BatchNorm layers stay in eval mode: they normalise
+    with the running statistics they were loaded with and leave them alone, while their scale and
+    shift still learn. Fine-tuning pretrained weights needs it when batches are small crops: their
+    statistics replace the pretrained ones and wreck the network (BENCHMARKS.md, the demo)."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def build_loss(config: TrainConfig) -> DeepSupervisionLoss:

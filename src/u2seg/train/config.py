@@ -129,6 +129,8 @@ class TrainConfig:
                                                # the training step's network; the first step compiles
     device: str = "auto"                       # auto | cpu | cuda | cuda:N (torchrun: process i takes cuda:i)
     sync_bn: bool = False                      # torchrun on GPUs: BatchNorm statistics over the global batch
+    freeze_bn: bool = False                    # BatchNorm keeps the statistics it was loaded with (fine-tuning
+                                               # pretrained weights on small batches or crops)
     seed: int = 0
     deterministic: bool = False
     workers: int = 0
@@ -247,6 +249,9 @@ def _check_values(c: TrainConfig, source: str, check_paths: bool) -> None:
         raise ConfigError(f"{source}: device: expected auto, cpu, cuda or cuda:N, got {c.device!r}")
     if c.sync_bn and c.device == "cpu":  # torch's SyncBatchNorm runs on GPUs only
         raise ConfigError(f"{source}: sync_bn: SyncBatchNorm needs CUDA, the device is cpu (set sync_bn: false)")
+    if c.sync_bn and c.freeze_bn:
+        raise ConfigError(f"{source}: sync_bn, freeze_bn: frozen BatchNorm statistics are not synchronised; "
+                          "set one of them")
     o = c.optimizer
     _choice(o.name, ("adam", "adamw", "sgd"), "optimizer.name", source)
     _positive(o.lr, "optimizer.lr", source)

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from ..errors import U2SegError
 from ..fileio import write_bytes_atomic
 from .batches import training_batches
-from .build import build_data, build_loss, build_model, seed_everything, total_steps, use_bf16
+from .build import build_data, build_loss, build_model, seed_everything, total_steps, train_mode, use_bf16
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_from_dict, config_to_dict
 from .distributed import Distributed
@@ -164,7 +164,8 @@ class Trainer:
             with torch.no_grad():
                 yield net
         finally:
-            net.train(was_training)
+            if was_training:
+                train_mode(net, freeze_bn=self.config.freeze_bn)
 
     def evaluate(self) -> dict[str, Any]:
         """The validation metrics of :attr:`weights` (see :func:`.validation.validate`)."""
@@ -202,7 +203,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train from the current step to the end (steps or time budget); returns the final metrics."""
         c, dist = self.config, self.dist
-        self.model.train()
+        train_mode(self.model, freeze_bn=c.freeze_bn)
         bar = tqdm(total=self.total, initial=self.step, disable=not (self.progress and dist.is_main), unit="it",
                    dynamic_ncols=True)
         if dist.is_main and c.tensorboard:
