@@ -182,3 +182,29 @@ def test_voc_config_fine_tunes_one_iteration(tmp_path, use_pretrained_home):
     _check_run(result, out, "val_mIoU")
     assert result["skipped"] == OFFICIAL_HEADS  # the salient-object weights loaded, the 1-class heads not
     assert len(result["val_IoU"]) == 21
+
+
+def test_demo_config_fine_tunes_the_pretrained_weights_with_frozen_statistics(tmp_path, use_pretrained_home):
+    from safetensors.torch import load_file
+
+    root = tmp_path / "synth"
+    train_dir = make_synthetic_dataset(root / "train", count=4, size=192, seed=0)
+    val_dir = make_synthetic_dataset(root / "val", count=2, size=192, seed=1)
+    out = tmp_path / "run"
+    overrides = [f"data.train.root={train_dir}", f"data.val.root={val_dir}", "iterations=2", "batch_size=2",
+                 "max_minutes=null", "eval_interval=0", "save_interval=0", "preview_interval=0", f"output_dir={out}"]
+    config = load_config(CONFIGS / "synthetic_demo.yaml", overrides)
+    assert config.freeze_bn and config.model.pretrained is True
+    result = train(config, progress=False)
+    assert result["skipped"] == [] and math.isfinite(result["val_maxF"])
+    pretrained = load_file(str(use_pretrained_home / "weights" / "u2netp" / "model.safetensors"))
+    trained = load_file(str(out / "best" / "model.safetensors"))
+    stats = [k for k in pretrained if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch_equal(trained[k], pretrained[k]) for k in stats)     # statistics as loaded
+    assert not torch_equal(trained["outconv.weight"], pretrained["outconv.weight"])  # the rest learned
+    # the weights carry the input size they were evaluated at: the images' own 192 px
+    assert json.loads((out / "best" / "config.json").read_text())["input_size"] == [192, 192]
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())
