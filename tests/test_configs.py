@@ -185,6 +185,7 @@ def test_voc_config_fine_tunes_one_iteration(tmp_path, use_pretrained_home):
 
 
 def test_demo_config_fine_tunes_the_pretrained_weights_with_frozen_statistics(tmp_path, use_pretrained_home):
+    import torch
     from safetensors.torch import load_file
 
     root = tmp_path / "synth"
@@ -200,11 +201,7 @@ def test_demo_config_fine_tunes_the_pretrained_weights_with_frozen_statistics(tm
     pretrained = load_file(str(use_pretrained_home / "weights" / "u2netp" / "model.safetensors"))
     trained = load_file(str(out / "best" / "model.safetensors"))
     stats = [k for k in pretrained if k.endswith(("running_mean", "running_var"))]
-    assert stats and all(torch_equal(trained[k], pretrained[k]) for k in stats)     # statistics as loaded
-    assert not torch_equal(trained["outconv.weight"], pretrained["outconv.weight"])  # the rest learned
+    assert stats and all(torch.equal(trained[k], pretrained[k]) for k in stats)     # statistics as loaded
+    assert not torch.equal(trained["outconv.weight"], pretrained["outconv.weight"])  # the rest learned
     # the weights carry the input size they were evaluated at: the images' own 192 px
     assert json.loads((out / "best" / "config.json").read_text())["input_size"] == [192, 192]
-
-
-def torch_equal(a, b) -> bool:
-    return bool((a == b).all())
