@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..errors import collapse_whitespace
 from ..infer.refine import RefineOptions
 from ..video_read import VideoInfo, VideoReader
 from ..video_write import VIDEO_FORMATS
@@ -69,7 +70,7 @@ class _Task(QRunnable):
         try:
             result = self.fn(self.signals)
         except BaseException as exc:  # noqa: BLE001 - shown in the window (KeyboardInterrupt: a cancel)
-            self.signals.failed.emit(" ".join(str(exc).split()) or type(exc).__name__)
+            self.signals.failed.emit(collapse_whitespace(exc) or type(exc).__name__)
         else:
             self.signals.done.emit(result)
 

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import ImageReadError, U2SegError
+from ..errors import ImageReadError, U2SegError, collapse_whitespace
 from .reading import (
     IGNORE_INDEX,
     _bad_values,
@@ -187,7 +187,7 @@ class SegmentationDataset(Dataset):
         except ImageReadError as exc:
             problems.append(f"{where}{exc}")
         except Exception as exc:  # header-only check: Pillow's own error types
-            problems.append(f"{where}{sample.image}: not an image ({' '.join(str(exc).split())})")
+            problems.append(f"{where}{sample.image}: not an image ({collapse_whitespace(exc)})")
         values: set[int] = set()
         mask_size = None
         try:

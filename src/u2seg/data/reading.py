@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageReadError, U2SegError
+from ..errors import ImageReadError, U2SegError, collapse_whitespace
 from ..image_io import load_image
 
 __all__ = ["IGNORE_INDEX", "binarize", "read_image", "read_mask"]
@@ -53,7 +53,7 @@ def _open_mask(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image (cannot identify image file)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        text = " ".join(str(exc).split()) or type(exc).__name__
+        text = collapse_whitespace(exc) or type(exc).__name__
         raise ImageReadError(f"{path}: cannot decode mask ({text})") from None
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ImageReadError, U2SegError
+from ..errors import ImageReadError, U2SegError, collapse_whitespace
 from .confidence import Confidence, estimate_confidence, foreground_probabilities
 
 if TYPE_CHECKING:
@@ -181,8 +181,8 @@ class Report:
 def error_line(item: Item, exc: BaseException) -> str:
     """The one line that reports ``item``'s failure (naming the input once)."""
     if isinstance(exc, ImageReadError) or getattr(exc, "input_name", None):
-        return " ".join(str(exc).split())  # already names the file
+        return collapse_whitespace(exc)  # already names the file
     label = item.name or "image"
     if isinstance(exc, (U2SegError, OSError, ValueError)):
-        return f"{label}: {' '.join(str(exc).split())}"
-    return f"{label}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        return f"{label}: {collapse_whitespace(exc)}"
+    return f"{label}: {type(exc).__name__}: {collapse_whitespace(exc)}"

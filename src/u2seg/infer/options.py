@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import collapse_whitespace
+
 if TYPE_CHECKING:
     import argparse
 
@@ -355,7 +357,7 @@ def parse_http(values: Mapping[str, str]) -> tuple[RefineOptions, str, str | Non
     try:
         refine = RefineOptions(**fields)
     except (ValueError, TypeError) as exc:
-        raise OptionError(" ".join(str(exc).split())) from None
+        raise OptionError(collapse_whitespace(exc)) from None
     return refine, parsed["format"], parsed.get("model")
 
 

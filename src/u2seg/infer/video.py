@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import U2SegError
+from ..errors import U2SegError, collapse_whitespace
 from ..fileio import write_bytes_atomic
 from ..image_encode import encode_image
 from ..video_read import Frame, VideoReader
@@ -282,7 +282,7 @@ def remove_videos(predictor: Predictor, tasks: Iterable[Task], options: RefineOp
                 raise
             except (U2SegError, OSError) as exc:  # one line naming the file; the others go on
                 if on_error is not None:
-                    on_error(" ".join(str(exc).split()))
+                    on_error(collapse_whitespace(exc))
                 failed += 1
                 continue
             if result.note:
