@@ -55,13 +55,15 @@ train-demo: setup
 # onnxruntime, torch in the engines' threads, Qt), a late test died with SIGSEGV and no Python
 # trace: at the first subprocess after test_models, or in test_trainer's data-loader forks
 # (2026-11-30; not pinned down: no single file or small group reproduces it). A file a process
-# costs ~2 minutes of start-ups in all; a failing file still lets the others run.
+# costs ~1 minute of start-ups in all; a failing file still lets the others run.
 test: setup browser
 	@# numba compiles pymatting's kernels on its first import (~80 s here) into its on-disk cache,
 	@# once per environment: done before the tests, so no test file's time is that compile.
 	$(PY) -c "import pymatting"
+	@# Hypothesis's pytest plugin costs ~1.4 s of imports per process: loaded only by the files that use it.
 	@failed=""; for f in tests/test_*.py; do echo "== $$f"; start=$$(date +%s); \
-	$(PY) -m pytest -q $$f || failed="$$failed $$f"; echo "== $$f: $$(( $$(date +%s) - start )) s"; done; \
+	plugins="-p no:hypothesispytest"; if grep -q hypothesis $$f; then plugins=""; fi; \
+	$(PY) -m pytest -q $$plugins $$f || failed="$$failed $$f"; echo "== $$f: $$(( $$(date +%s) - start )) s"; done; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed" >&2; exit 1; fi
 
 # The container image (podman or docker; Dockerfile, container/build_image.sh). Where no registry
