@@ -16,6 +16,8 @@ The stages are the local engine's own functions (``load_image``, the Predictor's
 :class:`~u2seg.infer.removal.RemovalJob`), so the outputs are byte-identical to the local
 engine's for the same settings on the same kind of machine. Workers write the outputs, so on
 several machines the output folder must be one that every machine sees (NFS, a mounted bucket).
+Relative paths mean what they mean to the driver: tasks and actors work in the driver's folder
+(where their machine has it), as Ray's workers otherwise start wherever Ray was started.
 Only the driver writes the manifest: it records ``started`` for every image before the cluster
 starts, so a job killed at any moment is resumed by running it again, as locally.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import threading
 import time
@@ -156,11 +159,13 @@ def _run(ray: Any, spec: PredictorSpec, tasks: list[Task], options: RefineOption
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 1 + len(rows) // DECODE_ROWS)))
     # Different CPU requests keep Ray from fusing the tasks into the actors: decoding scales out
     # over every CPU of the cluster while the actors keep their networks loaded.
-    dataset = dataset.map_batches(_decode_rows, fn_kwargs={"preparer": preparer, "max_pixels": job.max_pixels},
+    folder = os.getcwd()
+    dataset = dataset.map_batches(_decode_rows, fn_kwargs={"preparer": preparer, "max_pixels": job.max_pixels,
+                                                           "folder": folder},
                                   batch_size=DECODE_ROWS, num_cpus=1)
     # Two calls at once per actor: one batch's network while the last one's images are finished.
     dataset = dataset.map_batches(
-        _Remover, fn_constructor_kwargs={"spec": spec, "job": job, "workers": workers},
+        _Remover, fn_constructor_kwargs={"spec": spec, "job": job, "workers": workers, "folder": folder},
         batch_size=max(1, batch_size), num_cpus=0.5, num_gpus=gpus or None,
         compute=ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=2,
                                            enable_true_multi_threading=True))
@@ -195,9 +200,18 @@ def _account(report: Report, record: ImageRecord, written: list[Path]) -> None:
 
 # ----------------------------------------------------------------------------- in the tasks
 
-def _decode_rows(batch: dict[str, Any], *, preparer: HostPreparer | None, max_pixels: int | None) -> dict[str, Any]:
+def _work_in(folder: str) -> None:
+    """Work in the driver's folder ``folder`` where this machine has it, so that relative input
+    and output paths (and ``--review``'s) name the same files as for the driver."""
+    if os.getcwd() != folder and os.path.isdir(folder):
+        os.chdir(folder)
+
+
+def _decode_rows(batch: dict[str, Any], *, preparer: HostPreparer | None, max_pixels: int | None,
+                 folder: str) -> dict[str, Any]:
     """Read, hash, decode and pre-process each row's file: one pickled payload each (the decoded
     image keeps its ICC profile; a failure is the payload's error line)."""
+    _work_in(folder)
     payloads = []
     for index, source, output in zip(batch["index"], batch["source"], batch["output"]):
         item = Item(str(source), str(source), Path(str(output)))
@@ -225,7 +239,8 @@ class _Remover:
     """One predictor actor: the network on each batch (one batch at a time), then the last stages
     of each image in a thread pool while the next batch's network runs (``max_concurrency=2``)."""
 
-    def __init__(self, spec: PredictorSpec, job: RemovalJob, workers: int | None) -> None:
+    def __init__(self, spec: PredictorSpec, job: RemovalJob, workers: int | None, folder: str) -> None:
+        _work_in(folder)
         self.predictor = spec.build()
         self.job = job
         self.network = threading.Lock()
