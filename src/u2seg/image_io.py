@@ -248,7 +248,10 @@ def carry_icc_profile(source: Image.Image, output: Image.Image) -> Image.Image:
 
 
 def _upright(im: Image.Image) -> Image.Image:
-    """Apply EXIF orientation; a broken EXIF block must not reject decodable pixels."""
+    """Apply EXIF orientation; a broken EXIF block must not reject decodable pixels. An upright
+    image comes back as it is (``exif_transpose`` would copy it: ~7 ms for a 1.5 MP photo)."""
+    if _exif_orientation(im) == 1:
+        return im
     try:
         fixed = ImageOps.exif_transpose(im)
     except Exception:
