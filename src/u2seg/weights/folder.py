@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ChecksumError, WeightsError
-from .download import sha256_file
+from .checksum import sha256_file
 
 __all__ = ["WEIGHTS_FILE", "CONFIG_FILE", "read_verified_config"]
 

