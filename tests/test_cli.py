@@ -100,6 +100,12 @@ def test_bad_arguments_are_one_line_errors(use_pretrained_home, tmp_path, capsys
     assert main(["remove", str(tmp_path / "missing.jpg"), "-o", "o", "--weights", str(tmp_path / "nope.pth")]) == 1
     with pytest.raises(SystemExit):
         main(["remove", str(tmp_path), "-o", "o", "--format", "gif"])
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a picture")
+    assert main(["remove", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 0  # nothing to do is no failure
+    assert f"nothing to do: no images or videos in {tmp_path / 'empty'}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_stdin_to_stdout(use_pretrained_home, coffee):

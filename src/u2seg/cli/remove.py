@@ -114,6 +114,8 @@ def _cmd_remove(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         plan.tasks, videos = split_videos(plan.tasks)
         if not plan.tasks and not videos:
+            if not plan.missing:
+                err(f"nothing to do: no images or videos in {', '.join(args.inputs)}")
             return EXIT_FAILED_INPUTS if plan.missing else EXIT_OK
 
     spec = predictor_spec(args, files=1 if stdin else len(plan.tasks), tta=TTA(flip=True) if args.flip else None)
