@@ -64,6 +64,38 @@ def test_cutouts_files_globs_bgcolor_and_webp(use_pretrained_home, photos, tmp_p
     assert (bg[..., 3] == 255).all() and tuple(bg[2, 2, :3]) == (255, 0, 0)
 
 
+def test_one_picture_to_a_named_file(use_pretrained_home, photos, tmp_path, capsys):
+    """``-o cutout.png`` (rembg's ``i``): the folder job's bytes in that file, the suffix picks the
+    format; an existing file or the input itself is never replaced without being asked."""
+    coffee = photos / "coffee.jpg"
+    assert main(["remove", str(coffee), "-o", str(tmp_path / "folder"), "-m", "u2netp"]) == 0
+    target = tmp_path / "named" / "cutout.png"
+    assert main(["remove", str(coffee), "-o", str(target), "-m", "u2netp"]) == 0
+    assert target.read_bytes() == (tmp_path / "folder" / "coffee.png").read_bytes()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["cutout.png"]  # no manifest, no temporaries
+    assert f"wrote {target}" in capsys.readouterr().err
+
+    before = target.read_bytes()
+    assert main(["remove", str(coffee), "-o", str(target), "-m", "u2netp", "--only-mask"]) == 1
+    assert "cutout.png exists (--overwrite replaces it)" in capsys.readouterr().err and target.read_bytes() == before
+    assert main(["remove", str(coffee), "-o", str(target), "-m", "u2netp", "--only-mask", "--overwrite"]) == 0
+    assert Image.open(target).mode == "L"
+
+    mask = tmp_path / "mask.WEBP"
+    assert main(["remove", str(coffee), "-o", str(mask), "-m", "u2netp", "--only-mask"]) == 0
+    assert Image.open(mask).format == "WEBP"
+    assert main(["remove", str(coffee), "-o", str(tmp_path / "x.png"), "--format", "webp"]) == 2
+    assert "--format webp does not match the output file x.png" in capsys.readouterr().err
+    png = photos / "sub" / "astronaut.png"
+    digest = hashlib.sha256(png.read_bytes()).hexdigest()
+    assert main(["remove", str(png), "-o", str(png), "-m", "u2netp", "--overwrite"]) == 2
+    assert "the output would replace the input" in capsys.readouterr().err
+    assert hashlib.sha256(png.read_bytes()).hexdigest() == digest
+    (tmp_path / "dir.png").mkdir()  # a folder that ends in .png stays a folder
+    assert main(["remove", str(coffee), "-o", str(tmp_path / "dir.png"), "-m", "u2netp"]) == 0
+    assert (tmp_path / "dir.png" / "coffee.png").is_file()
+
+
 def test_outputs_are_never_silently_overwritten(use_pretrained_home, tmp_path, coffee, capsys):
     src = tmp_path / "in"
     src.mkdir()

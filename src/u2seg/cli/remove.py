@@ -20,7 +20,8 @@ def add_remove(sub: argparse._SubParsersAction) -> None:
                        description="Remove the background of images. INPUT is files, folders "
                                    "(searched recursively), globs, or '-' for stdin → stdout.")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="output folder (created if needed)")
+    p.add_argument("-o", "--output", type=Path, metavar="OUTDIR",
+                   help="output folder (created if needed); for one picture also a file: -o cutout.png|.webp")
     add_cli_arguments(p, "refine")  # --only-mask … --crop-margin, from the option table
     p.add_argument("--model", "-m", help=MODEL_HELP)
     p.add_argument("--weights", "-w", type=Path, metavar="PATH",
@@ -77,7 +78,7 @@ def _refine_options(args: argparse.Namespace):
 def _cmd_remove(args: argparse.Namespace) -> int:
     from ..infer import encode_image, load_image, plan_outputs, remove_files, render
     from ..infer.confidence import DEFAULT_REVIEW_BELOW
-    from ..infer.files import split_videos, video_media
+    from ..infer.files import plan_file_output, split_videos, video_media
     from ..infer.predictor import TTA
     from ..infer.removal import Review
 
@@ -104,6 +105,9 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         return _watch(args, options, review)
     if args.raw is not None:
         return _remove_raw(args, options)
+    file_plan = None if stdin else plan_file_output(args.inputs, args.output, overwrite=args.overwrite)
+    if file_plan is not None:
+        return _remove_to_file(args, options, file_plan)
     plan = None
     videos: list = []
     if not stdin:
@@ -162,6 +166,33 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     err(f"wrote {len(report.written) - copies + video_written} file(s) to {args.output}"
         + (f" (+{copies} for review in {review.folder})" if copies else "") + (f"; {failed} failed" if failed else ""))
     return EXIT_FAILED_INPUTS if failed else EXIT_OK
+
+
+def _remove_to_file(args: argparse.Namespace, options, plan) -> int:
+    """``u2seg remove photo.jpg -o cutout.png``: one picture to one file, its suffix the format (no
+    manifest: there is nothing to resume)."""
+    from ..infer import remove_files
+    from ..infer.files import FILE_OUTPUT_FORMATS
+    from ..infer.predictor import TTA
+
+    if args.engine == "ray" or args.review or args.manifest:
+        raise U2SegError("-o FILE writes one picture here; --engine ray, --review and --manifest need -o OUTDIR")
+    if report_plan_problems(plan):
+        return EXIT_USAGE
+    if plan.existing:
+        err(f"error: {plan.existing[0].output} exists (--overwrite replaces it)")
+        return EXIT_FAILED_INPUTS
+    task = plan.tasks[0]
+    fmt = FILE_OUTPUT_FORMATS[task.output.suffix.lower()]
+    if args.format not in ("png", fmt):  # png is the default: only an explicit other format conflicts
+        raise U2SegError(f"--format {args.format} does not match the output file {task.output.name}")
+    spec = predictor_spec(args, files=1, tta=TTA(flip=True) if args.flip else None)
+    report = remove_files(spec.build(), plan.tasks, options, fmt=fmt, compression=args.compression,
+                          on_error=lambda line: err(f"error: {line}"), progress=False, report=args.report)
+    if report.failed:
+        return EXIT_FAILED_INPUTS
+    err(f"wrote {task.output}")
+    return EXIT_OK
 
 
 def _remove_videos(args: argparse.Namespace, predictor, options, tasks: list) -> tuple[int, int]:

@@ -3,7 +3,8 @@
 Rules: a file named on the command line writes ``OUTDIR/<stem>.<ext>``; a folder is searched
 recursively and keeps its sub-folder structure under OUTDIR; a glob behaves like the files it
 matches. Two inputs that would write the same output, or an output that would land on an input,
-are reported, never overwritten.
+are reported, never overwritten. One picture may also go to a file (``-o cutout.png``, as rembg's
+``i``): :func:`plan_file_output`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from ..fileio import is_url, url_filesystem
 from ..image_io import IMAGE_EXTENSIONS
 from ..video_read import VIDEO_EXTENSIONS, is_animated_image, is_video_file
 
-__all__ = ["Task", "Plan", "plan_outputs", "plan_pairs", "find_images", "video_media", "split_videos"]
+__all__ = ["Task", "Plan", "plan_outputs", "plan_file_output", "plan_pairs", "find_images", "video_media",
+           "split_videos", "FILE_OUTPUT_FORMATS"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -39,6 +41,28 @@ class Plan:
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+#: The suffixes that make ``-o`` a file rather than a folder, and the format each writes.
+FILE_OUTPUT_FORMATS = {".png": "png", ".webp": "webp"}
+
+
+def plan_file_output(inputs: Sequence[str], output: Path, *, overwrite: bool = False) -> Plan | None:
+    """``-o cutout.png`` for one still picture: the output is that file (rembg's ``i``), when
+    ``inputs`` is one image file (not a video or an animated image) and ``output`` ends in .png or
+    .webp and is not a folder. None: ``output`` is a folder (:func:`plan_outputs`). The plan's
+    conflict is an output that is the input; an existing output is set apart unless ``overwrite``."""
+    if len(inputs) != 1 or is_url(inputs[0]) or output.suffix.lower() not in FILE_OUTPUT_FORMATS or output.is_dir():
+        return None
+    source = Path(inputs[0])
+    if not source.is_file() or not _is_image(source) or is_video_file(source):
+        return None
+    task = Task(source, output)
+    if output.resolve() == source.resolve():
+        return Plan([], [], [f"{source}: the output would replace the input; choose another name"], [])
+    if output.exists() and not overwrite:
+        return Plan([], [], [], [task])
+    return Plan([task], [], [], [])
 
 
 # Listed from folders when videos are wanted (GIFs: animated or not; media() tells).
