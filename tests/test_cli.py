@@ -91,6 +91,9 @@ def test_one_picture_to_a_named_file(use_pretrained_home, photos, tmp_path, caps
     assert main(["remove", str(png), "-o", str(png), "-m", "u2netp", "--overwrite"]) == 2
     assert "the output would replace the input" in capsys.readouterr().err
     assert hashlib.sha256(png.read_bytes()).hexdigest() == digest
+    assert main(["remove", str(coffee), "-o", str(tmp_path / "cutout.jpg")]) == 2  # no alpha in a JPEG
+    assert "cutout.jpg: one picture is written as .png or .webp" in capsys.readouterr().err
+    assert not (tmp_path / "cutout.jpg").exists()
     (tmp_path / "dir.png").mkdir()  # a folder that ends in .png stays a folder
     assert main(["remove", str(coffee), "-o", str(tmp_path / "dir.png"), "-m", "u2netp"]) == 0
     assert (tmp_path / "dir.png" / "coffee.png").is_file()

@@ -463,3 +463,23 @@ def test_a_killed_runs_temporary_file_is_removed_by_the_next(tmp_path):
     with VideoWriter(tmp_path / "out.webm", "webm", width=W, height=H, mode="RGB") as writer:
         writer.write(clip(frames=1)[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.webm"]
+
+
+def test_one_video_to_a_named_file(tmp_path, use_pretrained_home, capsys):
+    """``clip.mp4 -o cut.webm`` (or .gif …): that file, in its suffix's format, nothing beside it;
+    an existing file needs --overwrite; a --video-format that disagrees with the name is refused."""
+    source = tmp_path / "shot.mp4"
+    write_input(source, clip(frames=4))
+    target = tmp_path / "named" / "cut.webm"
+    code, err = run_cli([str(source), "-o", str(target)], capsys)
+    assert code == 0 and f"wrote {target}" in err, err
+    frames, _ = read_all(target)
+    assert len(frames) == 4 and sorted(p.name for p in target.parent.iterdir()) == ["cut.webm"]
+    before = target.read_bytes()
+    code, err = run_cli([str(source), "-o", str(target), "--only-mask"], capsys)
+    assert code == 1 and "cut.webm exists (--overwrite replaces it)" in err and target.read_bytes() == before
+    code, err = run_cli([str(source), "-o", str(tmp_path / "cut.gif")], capsys)
+    assert code == 0 and is_animated_image(tmp_path / "cut.gif"), err
+    code, err = run_cli([str(source), "-o", str(tmp_path / "c.webm"), "--video-format", "mov"], capsys)
+    assert code == 2 and "--video-format mov does not match the output file c.webm" in err
+    assert not (tmp_path / "c.webm").exists()

@@ -21,7 +21,8 @@ def add_remove(sub: argparse._SubParsersAction) -> None:
                                    "(searched recursively), globs, or '-' for stdin → stdout.")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("-o", "--output", type=Path, metavar="OUTDIR",
-                   help="output folder (created if needed); for one picture also a file: -o cutout.png|.webp")
+                   help="output folder (created if needed); for one input also a file: -o cutout.png|.webp, "
+                        "or clip.webm|.mov|.mp4|.gif|.webp for a video")
     add_cli_arguments(p, "refine")  # --only-mask … --crop-margin, from the option table
     p.add_argument("--model", "-m", help=MODEL_HELP)
     p.add_argument("--weights", "-w", type=Path, metavar="PATH",
@@ -169,27 +170,34 @@ def _cmd_remove(args: argparse.Namespace) -> int:
 
 
 def _remove_to_file(args: argparse.Namespace, options, plan) -> int:
-    """``u2seg remove photo.jpg -o cutout.png``: one picture to one file, its suffix the format (no
-    manifest: there is nothing to resume)."""
+    """``u2seg remove photo.jpg -o cutout.png`` (or ``clip.mp4 -o clip.webm``): one picture or video
+    to one file, its suffix the format (no manifest: there is nothing to resume)."""
     from ..infer import remove_files
-    from ..infer.files import FILE_OUTPUT_FORMATS
+    from ..infer.files import FILE_OUTPUT_FORMATS, VIDEO_FILE_FORMATS
     from ..infer.predictor import TTA
+    from ..video_read import is_video_file
 
     if args.engine == "ray" or args.review or args.manifest:
-        raise U2SegError("-o FILE writes one picture here; --engine ray, --review and --manifest need -o OUTDIR")
+        raise U2SegError("-o FILE writes one picture or video here; --engine ray, --review and --manifest need -o OUTDIR")
     if report_plan_problems(plan):
         return EXIT_USAGE
     if plan.existing:
         err(f"error: {plan.existing[0].output} exists (--overwrite replaces it)")
         return EXIT_FAILED_INPUTS
     task = plan.tasks[0]
-    fmt = FILE_OUTPUT_FORMATS[task.output.suffix.lower()]
-    if args.format not in ("png", fmt):  # png is the default: only an explicit other format conflicts
-        raise U2SegError(f"--format {args.format} does not match the output file {task.output.name}")
-    spec = predictor_spec(args, files=1, tta=TTA(flip=True) if args.flip else None)
-    report = remove_files(spec.build(), plan.tasks, options, fmt=fmt, compression=args.compression,
-                          on_error=lambda line: err(f"error: {line}"), progress=False, report=args.report)
-    if report.failed:
+    video = is_video_file(task.source)
+    fmt = (VIDEO_FILE_FORMATS if video else FILE_OUTPUT_FORMATS)[task.output.suffix.lower()]
+    given, flag = (args.video_format, "--video-format") if video else (args.format, "--format")
+    if given not in (None, "png", fmt) or (video and given == "png"):  # png: --format's default
+        raise U2SegError(f"{flag} {given} does not match the output file {task.output.name}")
+    predictor = predictor_spec(args, files=0 if video else 1, tta=TTA(flip=True) if args.flip else None).build()
+    if video:
+        written, failed = _remove_videos(args, predictor, options, [task])
+    else:
+        report = remove_files(predictor, plan.tasks, options, fmt=fmt, compression=args.compression,
+                              on_error=lambda line: err(f"error: {line}"), progress=False, report=args.report)
+        written, failed = len(report.written), len(report.failed)
+    if failed or not written:
         return EXIT_FAILED_INPUTS
     err(f"wrote {task.output}")
     return EXIT_OK

@@ -20,7 +20,7 @@ from ..image_io import IMAGE_EXTENSIONS
 from ..video_read import VIDEO_EXTENSIONS, is_animated_image, is_video_file
 
 __all__ = ["Task", "Plan", "plan_outputs", "plan_file_output", "plan_pairs", "find_images", "video_media",
-           "split_videos", "FILE_OUTPUT_FORMATS"]
+           "split_videos", "FILE_OUTPUT_FORMATS", "VIDEO_FILE_FORMATS"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -43,21 +43,32 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-#: The suffixes that make ``-o`` a file rather than a folder, and the format each writes.
+#: The suffixes that make ``-o`` a file rather than a folder, and the format each writes: for a
+#: still picture, and for a video or an animated image (``png``, a folder of frames, is not a file).
 FILE_OUTPUT_FORMATS = {".png": "png", ".webp": "webp"}
+VIDEO_FILE_FORMATS = {".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".gif": "gif", ".webp": "webp"}
 
 
 def plan_file_output(inputs: Sequence[str], output: Path, *, overwrite: bool = False) -> Plan | None:
-    """``-o cutout.png`` for one still picture: the output is that file (rembg's ``i``), when
-    ``inputs`` is one image file (not a video or an animated image) and ``output`` ends in .png or
-    .webp and is not a folder. None: ``output`` is a folder (:func:`plan_outputs`). The plan's
-    conflict is an output that is the input; an existing output is set apart unless ``overwrite``."""
-    if len(inputs) != 1 or is_url(inputs[0]) or output.suffix.lower() not in FILE_OUTPUT_FORMATS or output.is_dir():
+    """``-o cutout.png`` for one picture, or ``-o clip.webm`` for one video or animated image: the
+    output is that file (rembg's ``i``), when ``inputs`` is one such file, ``output`` ends in one of
+    its formats (:data:`FILE_OUTPUT_FORMATS`, :data:`VIDEO_FILE_FORMATS`) and is not a folder. None:
+    ``output`` is a folder (:func:`plan_outputs`). The plan's conflict is an output that is the
+    input, or a picture's output named like a picture that cannot hold it (``cutout.jpg``: no
+    alpha); an existing output is set apart unless ``overwrite``."""
+    if len(inputs) != 1 or is_url(inputs[0]) or output.is_dir():
         return None
     source = Path(inputs[0])
-    if not source.is_file() or not _is_image(source) or is_video_file(source):
+    if not source.is_file():
+        return None
+    video = is_video_file(source)
+    if not video and not _is_image(source):
         return None
     task = Task(source, output)
+    if output.suffix.lower() not in (VIDEO_FILE_FORMATS if video else FILE_OUTPUT_FORMATS):
+        if video or not _is_image(output):
+            return None
+        return Plan([], [], [f"{output}: one picture is written as .png or .webp (or give a folder)"], [])
     if output.resolve() == source.resolve():
         return Plan([], [], [f"{source}: the output would replace the input; choose another name"], [])
     if output.exists() and not overwrite:
