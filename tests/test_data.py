@@ -646,3 +646,26 @@ def test_synth_and_split_commands(tmp_path, capsys):
     assert "train" in out and "(8 pairs)" in out and "(2 pairs)" in out
     assert main(["split", str(tmp_path / "ds")]) == 2  # lists exist: never overwritten silently
     assert main(["split", str(tmp_path / "ds"), "--ratios", "0.5", "0.2"]) == 2
+
+
+def test_image_and_mask_stored_sideways_come_out_upright_and_aligned(tmp_path):
+    """A camera's EXIF orientation turns the photo and its mask alike (load_image's rule), so the
+    pair stays aligned; a mask without the tag is read as stored."""
+    from u2seg.data.reading import read_image, read_mask
+
+    upright_mask = np.zeros((40, 60), np.uint8)
+    upright_mask[5:15, 10:50] = 255  # a wide bar near the top
+    upright_image = np.repeat(upright_mask[..., None], 3, axis=2)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: viewers rotate it upright
+    stored = lambda a: Image.fromarray(np.rot90(a, 1).copy())  # noqa: E731 - what a camera writes
+    stored(upright_image).save(tmp_path / "photo.jpg", exif=exif, quality=100)
+    stored(upright_mask).save(tmp_path / "mask.png", exif=exif)
+    stored(upright_mask // 255 * 2).save(tmp_path / "classes.png", exif=exif)  # class indices 0 and 2
+    stored(upright_mask).save(tmp_path / "plain.png")
+    image, mask = read_image(tmp_path / "photo.jpg"), read_mask(tmp_path / "mask.png", num_classes=1)
+    assert image.shape[:2] == mask.shape == (40, 60)
+    assert (mask > 0).tolist() == (upright_mask > 0).tolist()
+    assert np.abs(image[..., 0].astype(int) - upright_mask).mean() < 4
+    assert read_mask(tmp_path / "classes.png", num_classes=3).tolist() == (upright_mask // 255 * 2).tolist()
+    assert read_mask(tmp_path / "plain.png", num_classes=1).shape == (60, 40)

@@ -40,6 +40,7 @@ __all__ = [
     "carry_icc_profile",
     "icc_colour_space",
     "load_image",
+    "upright",
 ]
 
 #: Lower-case suffixes (with the dot) treated as images when scanning folders.
@@ -183,7 +184,7 @@ def _decode(data: bytes, label: str, max_pixels: int | None = None) -> Image.Ima
     if cv_pixels is not None:
         return _keep_profile(_from_decoded_array(cv_pixels, label, orientation), profile)
     assert im is not None
-    return _keep_profile(to_rgb(_upright(im), label), profile)
+    return _keep_profile(to_rgb(upright(im), label), profile)
 
 
 def _check_opencv_size(label: str, data: bytes, im: Image.Image | None, max_pixels: int | None) -> bool:
@@ -208,10 +209,10 @@ def _from_pil(image: Image.Image, label: str, max_pixels: int | None = None) -> 
         raise bomb_error(label, exc, max_pixels) from None
     except Exception as exc:
         raise ImageReadError(f"{one_line(label)}: {_pillow_reason(exc)}") from exc
-    upright = _upright(image)
-    if upright is image:
-        upright = image.copy()
-    return _keep_profile(to_rgb(upright, label), _info_profile(image))
+    turned = upright(image)
+    if turned is image:
+        turned = image.copy()
+    return _keep_profile(to_rgb(turned, label), _info_profile(image))
 
 
 # --------------------------------------------------------------------------- profiles and orientation
@@ -247,7 +248,7 @@ def carry_icc_profile(source: Image.Image, output: Image.Image) -> Image.Image:
     return output
 
 
-def _upright(im: Image.Image) -> Image.Image:
+def upright(im: Image.Image) -> Image.Image:
     """Apply EXIF orientation; a broken EXIF block must not reject decodable pixels. An upright
     image comes back as it is (``exif_transpose`` would copy it: ~7 ms for a 1.5 MP photo)."""
     if _exif_orientation(im) == 1:

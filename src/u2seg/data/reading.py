@@ -20,10 +20,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageReadError, U2SegError, collapse_whitespace
-from ..image_io import load_image
+from ..image_io import load_image, upright
 
 __all__ = ["IGNORE_INDEX", "binarize", "read_image", "read_mask"]
 
@@ -49,7 +49,7 @@ def _open_mask(path: Path) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-        return ImageOps.exif_transpose(image) or image  # the same orientation rule as load_image
+        return upright(image)  # the same orientation rule as load_image
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image (cannot identify image file)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
