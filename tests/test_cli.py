@@ -141,6 +141,15 @@ def test_bad_arguments_are_one_line_errors(use_pretrained_home, tmp_path, capsys
     assert main(["remove", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 0  # nothing to do is no failure
     assert f"nothing to do: no images or videos in {tmp_path / 'empty'}" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    (tmp_path / "taken").write_text("a file, not a folder")
+    assert main(["remove", str(tmp_path / "empty"), "-o", str(tmp_path / "taken")]) == 2
+    assert capsys.readouterr().err.strip() == f"u2seg: {tmp_path / 'taken'}: exists and is not a folder"
+    assert main(["remove", str(tmp_path / "empty"), "-o", str(tmp_path / "taken" / "sub"), "--watch"]) == 2
+    assert "taken is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "a file, not a folder"
+    Image.new("RGB", (40, 30), "white").save(tmp_path / "empty" / "white.png")
+    assert main(["remove", str(tmp_path / "empty"), "-o", "/proc/u2seg-cannot-be-made", "-m", "u2netp"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == "u2seg: error: /proc/u2seg-cannot-be-made: No such file or directory"
 
 
 def test_stdin_to_stdout(use_pretrained_home, coffee):

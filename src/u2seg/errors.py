@@ -45,3 +45,10 @@ def one_line(text: str) -> str:
 def collapse_whitespace(text: object) -> str:
     """A library's message on one line: every run of whitespace (newlines included) becomes one space."""
     return " ".join(str(text).split())
+
+
+def os_error_line(exc: OSError) -> str:
+    """What the filesystem refused, on one line: ``notes.txt/x.png: Not a directory``."""
+    if exc.strerror and exc.filename is not None:
+        return one_line(f"{exc.filename}: {exc.strerror}")
+    return collapse_whitespace(exc) or type(exc).__name__

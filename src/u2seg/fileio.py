@@ -73,6 +73,18 @@ def _mtime_ns(info: dict[str, Any]) -> int | None:
     return None
 
 
+def check_output_folder(path: Path) -> None:
+    """Refuse, before any work, an output folder that cannot be one: a file of that name, or a
+    file where one of its parents should be a folder. Nothing is created here."""
+    if path.exists() and not path.is_dir():
+        raise U2SegError(f"{path}: exists and is not a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise U2SegError(f"{path}: {parent} is a file, not a folder")
+            return
+
+
 def write_bytes_atomic(data: bytes, path: Path) -> None:
     """Write ``data`` to ``path`` so that ``path`` holds either the old or the new content.
 

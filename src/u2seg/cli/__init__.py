@@ -18,9 +18,9 @@ import logging
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import U2SegError
+from ..errors import U2SegError, os_error_line
 from . import apps, bench, evaluation, models, remove, training
-from .common import EXIT_USAGE, err
+from .common import EXIT_FAILED_INPUTS, EXIT_USAGE, err
 
 __all__ = ["build_parser", "main"]
 
@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # bad option values reach us as ValueError from the library
         err(f"error: {exc}")
         return EXIT_USAGE
+    except OSError as exc:  # the filesystem said no: permissions, a full disk, a file where a folder should be
+        err(f"error: {os_error_line(exc)}")
+        return EXIT_FAILED_INPUTS
     except KeyboardInterrupt:
         err("interrupted")
         return 130

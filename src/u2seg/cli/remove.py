@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import U2SegError
+from ..fileio import check_output_folder
 from .common import (EXIT_FAILED_INPUTS, EXIT_OK, EXIT_USAGE, MODEL_HELP, add_engine_options, build_predictor, err,
                      predictor_spec, report_plan_problems)
 
@@ -103,6 +104,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     if args.engine != "ray" and (args.ray_address or args.ray_actors):
         raise U2SegError("--ray-address and --ray-actors need --engine ray")
     if args.watch:
+        check_output_folder(args.output)
         return _watch(args, options, review)
     if args.raw is not None:
         return _remove_raw(args, options)
@@ -113,6 +115,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     videos: list = []
     if not stdin:
         # Every output is planned; the manifest decides which exist because this job wrote them.
+        check_output_folder(args.output)
         plan = plan_outputs(args.inputs, args.output, fmt=args.format, overwrite=True,
                             media=video_media(args.video_format))
         if report_plan_problems(plan):
