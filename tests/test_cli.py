@@ -166,6 +166,20 @@ def test_stdin_to_stdout(use_pretrained_home, coffee):
     assert bad.returncode == 2 and b"<stdin>" in bad.stderr and not bad.stdout
 
 
+def test_one_file_to_stdout(use_pretrained_home, tmp_path, coffee, monkeypatch, capsysbinary):
+    """``photo.jpg -o -``: the cutout on stdout (the stdin path's bytes), no folder named '-'."""
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(coffee).save("coffee.jpg", quality=92)
+    assert main(["remove", "coffee.jpg", "-o", "-", "-m", "u2netp", "--only-mask"]) == 0
+    piped = capsysbinary.readouterr().out
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(Path("coffee.jpg").read_bytes())))
+    assert main(["remove", "-", "-m", "u2netp", "--only-mask"]) == 0
+    assert capsysbinary.readouterr().out == piped and Image.open(io.BytesIO(piped)).mode == "L"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coffee.jpg"]
+    assert main(["remove", "coffee.jpg", "coffee.jpg", "-o", "-"]) == 2
+    assert b"-o - writes one picture to stdout" in capsysbinary.readouterr().err
+
+
 def test_explicit_weights_and_model(use_pretrained_home, tmp_path, coffee):
     image = tmp_path / "cup.jpg"
     Image.fromarray(coffee).save(image)

@@ -90,7 +90,11 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         raise U2SegError("'-' (stdin) cannot be combined with other inputs")
     if not stdin and args.output is None:
         raise U2SegError("give an output folder with -o OUTDIR (or use '-' to pipe one image)")
-    if stdin and (args.report or args.review):
+    to_stdout = not stdin and args.raw is None and str(args.output) == "-"
+    if to_stdout and (len(args.inputs) != 1 or not Path(args.inputs[0]).is_file()):
+        raise U2SegError("-o - writes one picture to stdout: give one image file")
+    piped = stdin or to_stdout  # one picture, its output on stdout
+    if piped and (args.report or args.review):
         raise U2SegError("--report and --review need files: give inputs and -o OUTDIR, not '-'")
     below = DEFAULT_REVIEW_BELOW if args.review_below is None else args.review_below
     if not 0.0 <= below <= 1.0:
@@ -99,7 +103,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         raise U2SegError("--review-below needs --review DIR")
     review = Review(args.review, below, args.output) if args.review is not None else None
 
-    if args.engine == "ray" and (stdin or args.watch):
+    if args.engine == "ray" and (piped or args.watch):
         raise U2SegError("--engine ray runs folder jobs: give inputs and -o OUTDIR (not '-' or --watch)")
     if args.engine != "ray" and (args.ray_address or args.ray_actors):
         raise U2SegError("--ray-address and --ray-actors need --engine ray")
@@ -108,12 +112,12 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         return _watch(args, options, review)
     if args.raw is not None:
         return _remove_raw(args, options)
-    file_plan = None if stdin else plan_file_output(args.inputs, args.output, overwrite=args.overwrite)
+    file_plan = None if piped else plan_file_output(args.inputs, args.output, overwrite=args.overwrite)
     if file_plan is not None:
         return _remove_to_file(args, options, file_plan)
     plan = None
     videos: list = []
-    if not stdin:
+    if not piped:
         # Every output is planned; the manifest decides which exist because this job wrote them.
         check_output_folder(args.output)
         plan = plan_outputs(args.inputs, args.output, fmt=args.format, overwrite=True,
@@ -126,13 +130,13 @@ def _cmd_remove(args: argparse.Namespace) -> int:
                 err(f"nothing to do: no images or videos in {', '.join(args.inputs)}")
             return EXIT_FAILED_INPUTS if plan.missing else EXIT_OK
 
-    spec = predictor_spec(args, files=1 if stdin else len(plan.tasks), tta=TTA(flip=True) if args.flip else None)
+    spec = predictor_spec(args, files=1 if piped else len(plan.tasks), tta=TTA(flip=True) if args.flip else None)
     predictor = spec.build()
     logging.getLogger(__name__).info("model %s on %s (%s), input %d×%d", predictor.model_name, predictor.backend.name,
                                      predictor.backend.precision, *predictor.preprocessing.size)
 
-    if stdin:
-        image = load_image(sys.stdin.buffer.read(), name="<stdin>")
+    if piped:
+        image = load_image(sys.stdin.buffer.read(), name="<stdin>") if stdin else load_image(Path(args.inputs[0]))
         result = render(predictor, image, options)
         sys.stdout.buffer.write(encode_image(result, args.format, compression=args.compression))
         sys.stdout.buffer.flush()
