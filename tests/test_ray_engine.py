@@ -144,32 +144,22 @@ def test_inputs_given_as_fsspec_urls(cluster, inputs, tmp_path, capsys):
     assert "3 file(s) already done" in capsys.readouterr().err
 
 
-def test_review_copies_on_ray(cluster, inputs, tmp_path):
-    """``--review``: the workers write the copies too, and the driver's records name them."""
-    out, review = tmp_path / "out", tmp_path / "review"
-    assert main(["remove", str(inputs / "sub"), "-o", str(out), "-m", "u2netp", "--engine", "ray",
-                 "--review", str(review), "--review-below", "1.0"]) == 0
-    copies = sorted(p.relative_to(review) for p in review.rglob("*.png"))
-    assert copies == sorted(p.relative_to(out) for p in out.rglob("*.png")) and len(copies) == 3
-    for record in _latest(out).values():
-        assert record.status == "done" and Path(record.review).read_bytes() == Path(record.output).read_bytes()
-
-
-def test_relative_paths_mean_the_drivers_folder(cluster, inputs, tmp_path, monkeypatch, capsys):
-    """Ray's workers start in the folder Ray started in (here the test's first folder, not
-    ``tmp_path``): relative inputs, outputs and review folders still name the driver's files, and
-    the manifest names them as the local engine's does."""
+def test_review_copies_and_relative_paths_on_ray(cluster, inputs, tmp_path, monkeypatch):
+    """``--review``: the workers write the copies too, and the driver's records name them. The paths
+    are relative: Ray's workers start in the folder Ray started in (here the test's first folder,
+    not ``tmp_path``), yet inputs, outputs and review copies name the driver's files, and the
+    manifest names them as the local engine's does."""
     import shutil
 
     shutil.copytree(inputs / "sub", tmp_path / "in")
     monkeypatch.chdir(tmp_path)
-    assert main(["remove", "in", "-o", "local", "-m", "u2netp"]) == 0
     assert main(["remove", "in", "-o", "out", "-m", "u2netp", "--engine", "ray",
                  "--review", "review", "--review-below", "1.0"]) == 0
-    assert "wrote 3 file(s) to out" in capsys.readouterr().err
-    assert _outputs(tmp_path / "out") == _outputs(tmp_path / "local") and len(_outputs(tmp_path / "out")) == 3
-    assert sorted(p.name for p in (tmp_path / "review").rglob("*.png")) == ["img1.png", "img3.png", "img5.png"]
-    records = _latest(tmp_path / "out")
+    out, review = tmp_path / "out", tmp_path / "review"
+    copies = sorted(p.relative_to(review) for p in review.rglob("*.png"))
+    assert copies == sorted(p.relative_to(out) for p in out.rglob("*.png")) and len(copies) == 3
+    records = _latest(out)
     assert sorted(records) == ["out/img1.png", "out/img3.png", "out/img5.png"]
     assert sorted(r.input for r in records.values()) == ["in/img1.png", "in/img3.jpg", "in/img5.png"]
-    assert all(r.status == "done" for r in records.values())
+    for record in records.values():
+        assert record.status == "done" and Path(record.review).read_bytes() == Path(record.output).read_bytes()
